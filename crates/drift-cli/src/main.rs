@@ -1,0 +1,2 @@
+//! The `drift` binary.
+fn main() {}

@@ -1,0 +1,1 @@
+//! drift-p2p (work in progress).

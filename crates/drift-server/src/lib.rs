@@ -1,0 +1,1 @@
+//! drift-server (work in progress).

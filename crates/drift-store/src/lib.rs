@@ -1,0 +1,1 @@
+//! drift-store (work in progress).

@@ -1,0 +1,2 @@
+//! `cargo xtask`: demo, bench, fuzz and ci.
+fn main() {}
