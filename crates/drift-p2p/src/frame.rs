@@ -1,0 +1,214 @@
+//! Length-delimited framing of the TCP byte stream, and sealing/opening frames with Noise.
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use snow::StatelessTransportState;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio_util::codec::{Decoder, LengthDelimitedCodec};
+
+use crate::proto::{LEN_FIELD_LEN, MAX_FRAME_LEN, TAG_LEN};
+
+/// How much the reader asks the socket for at once.
+const READ_CHUNK: usize = 256 * 1024;
+/// Plaintext buffers are carved out of blocks this big, so each frame does not allocate.
+const PLAIN_BLOCK: usize = 1024 * 1024;
+
+/// The frame codec: a 4-byte big-endian length, at most [`MAX_FRAME_LEN`].
+pub(crate) fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .length_field_length(LEN_FIELD_LEN)
+        .big_endian()
+        .max_frame_length(MAX_FRAME_LEN)
+        .new_codec()
+}
+
+/// Splits `bytes` into frames as a reader would, stopping at the first error.
+/// Returns the frames and whether the input ended on a frame boundary.
+#[doc(hidden)]
+pub fn decode_frames(bytes: &[u8]) -> (Vec<BytesMut>, Result<(), io::Error>) {
+    let mut codec = codec();
+    let mut buf = BytesMut::from(bytes);
+    let mut frames = Vec::new();
+    loop {
+        match codec.decode_eof(&mut buf) {
+            Ok(Some(f)) => frames.push(f),
+            Ok(None) => return (frames, Ok(())),
+            Err(e) => return (frames, Err(e)),
+        }
+    }
+}
+
+/// Reads frames from a byte stream; keeps what it has buffered across calls.
+pub(crate) struct FrameReader<R> {
+    io: R,
+    buf: BytesMut,
+    codec: LengthDelimitedCodec,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub(crate) fn new(io: R) -> Self {
+        FrameReader {
+            io,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            codec: codec(),
+        }
+    }
+
+    /// The next frame; `Ok(None)` on a clean end of stream. Cancel safe.
+    pub(crate) async fn next(&mut self) -> io::Result<Option<BytesMut>> {
+        loop {
+            if let Some(frame) = self.codec.decode(&mut self.buf)? {
+                return Ok(Some(frame));
+            }
+            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+                self.buf.reserve(READ_CHUNK);
+            }
+            if self.io.read_buf(&mut self.buf).await? == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "truncated frame",
+                    ))
+                };
+            }
+        }
+    }
+}
+
+/// Appends one length-prefixed frame holding `body` to `out`.
+pub(crate) fn put_frame(out: &mut BytesMut, body: &[u8]) {
+    out.put_u32(body.len() as u32);
+    out.extend_from_slice(body);
+}
+
+/// The sending half of a Noise transport: seals plaintexts into frames.
+pub(crate) struct Sealer {
+    noise: Arc<StatelessTransportState>,
+    nonce: u64,
+}
+
+impl Sealer {
+    pub(crate) fn new(noise: Arc<StatelessTransportState>) -> Self {
+        Sealer { noise, nonce: 0 }
+    }
+
+    /// Appends the frame carrying `plain` (at most `MAX_FRAME_LEN - 16` bytes) to `out`.
+    pub(crate) fn seal_into(
+        &mut self,
+        plain: &[u8],
+        out: &mut BytesMut,
+    ) -> Result<(), snow::Error> {
+        let start = out.len();
+        let len = plain.len() + TAG_LEN;
+        out.resize(start + LEN_FIELD_LEN + len, 0);
+        let n = self
+            .noise
+            .write_message(self.nonce, plain, &mut out[start + LEN_FIELD_LEN..])?;
+        self.nonce += 1;
+        out[start..start + LEN_FIELD_LEN].copy_from_slice(&(n as u32).to_be_bytes());
+        out.truncate(start + LEN_FIELD_LEN + n);
+        Ok(())
+    }
+}
+
+/// The receiving half of a Noise transport: opens frames into plaintexts.
+pub(crate) struct Opener {
+    noise: Arc<StatelessTransportState>,
+    nonce: u64,
+    block: BytesMut,
+}
+
+impl Opener {
+    pub(crate) fn new(noise: Arc<StatelessTransportState>) -> Self {
+        Opener {
+            noise,
+            nonce: 0,
+            block: BytesMut::new(),
+        }
+    }
+
+    /// Decrypts and authenticates one frame body.
+    pub(crate) fn open(&mut self, frame: &[u8]) -> Result<Bytes, snow::Error> {
+        if self.block.capacity() < frame.len() {
+            self.block.reserve(PLAIN_BLOCK.max(frame.len()));
+        }
+        // ring decrypts in place, so the output needs room for the tag too.
+        self.block.resize(frame.len(), 0);
+        let n = self
+            .noise
+            .read_message(self.nonce, frame, &mut self.block)?;
+        self.nonce += 1;
+        self.block.truncate(n);
+        Ok(self.block.split().freeze())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn framed(bodies: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        for b in bodies {
+            put_frame(&mut out, b);
+        }
+        out.to_vec()
+    }
+
+    proptest! {
+        #[test]
+        fn frames_survive_any_split(
+            bodies in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..3000), 0..8),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..6),
+        ) {
+            let stream = framed(&bodies);
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(stream.len() + 1)).collect();
+            cuts.push(stream.len());
+            cuts.sort_unstable();
+            let mut codec = codec();
+            let mut buf = BytesMut::new();
+            let mut got = Vec::new();
+            let mut at = 0;
+            for cut in cuts {
+                buf.extend_from_slice(&stream[at..cut]);
+                at = cut;
+                while let Some(f) = codec.decode(&mut buf).unwrap() {
+                    got.push(f.to_vec());
+                }
+            }
+            prop_assert_eq!(got, bodies);
+            prop_assert!(buf.is_empty());
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..5000)) {
+            let (frames, _) = decode_frames(&bytes);
+            for f in frames {
+                prop_assert!(f.len() <= MAX_FRAME_LEN);
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_lengths_are_rejected_before_allocating() {
+        for claim in [u32::MAX, (MAX_FRAME_LEN + 1) as u32] {
+            let mut bytes = claim.to_be_bytes().to_vec();
+            bytes.extend_from_slice(&[0; 16]);
+            let mut buf = BytesMut::from(&bytes[..]);
+            let before = buf.capacity();
+            assert!(codec().decode(&mut buf).is_err());
+            assert!(buf.capacity() <= before.max(64));
+        }
+        let (frames, res) = decode_frames(&[0, 0, 0, 10, 1, 2]);
+        assert!(frames.is_empty());
+        assert!(
+            res.is_err(),
+            "a truncated frame is an error at end of stream"
+        );
+    }
+}
