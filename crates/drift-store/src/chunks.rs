@@ -1,0 +1,406 @@
+//! [`ChunkStore`]: sealed chunks as files, written atomically and verified on every read.
+//!
+//! Crash guarantees (with `fsync` on, the default):
+//! 1. A chunk file is visible only complete: its bytes are written to a temp
+//!    file in the same directory and fsynced before it is renamed into place
+//!    (with `RENAME_NOREPLACE`, or a hard link where that is not supported).
+//! 2. When `put` returns, the rename is durable: the directory was fsynced.
+//! 3. A crash leaves at worst a `.tmp-*` file, removed by the next `open`.
+//! 4. A file whose bytes no longer hash to its name is never returned; `get`
+//!    moves it to `<data>/quarantine/`.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use drift_crypto::{ChunkId, MAX_CHUNK_SIZE};
+
+use crate::error::{GetError, PutError, StoreError, is_no_space};
+use crate::fanout::{self, Entry, TEMP_PREFIX, Walk};
+
+/// How a [`ChunkStore`] behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// The most bytes of chunks to hold (sealed bytes, not disk blocks);
+    /// `None` means no limit but the disk's.
+    pub max_bytes: Option<u64>,
+    /// Whether to fsync files and directories (turn off only for tests and
+    /// throw-away nodes: a crash may then lose acknowledged chunks).
+    pub fsync: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_bytes: None,
+            fsync: true,
+        }
+    }
+}
+
+/// What a store holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreUsage {
+    /// Number of chunk files.
+    pub chunks: u64,
+    /// Their total size in bytes.
+    pub bytes: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    usage: StoreUsage,
+    /// Bytes of `put`s in progress, held against the quota.
+    reserved: u64,
+}
+
+/// A content-addressed store of sealed chunks under `<data>/chunks/`.
+///
+/// Every method takes `&self`; the store is `Send + Sync` and is meant to be
+/// shared between threads. It never sees plaintext: chunks arrive sealed.
+#[derive(Debug)]
+pub struct ChunkStore {
+    chunks: PathBuf,
+    quarantine: PathBuf,
+    opts: StoreOptions,
+    counters: Mutex<Counters>,
+    quarantined: AtomicU64,
+}
+
+impl ChunkStore {
+    /// Opens (creating if needed) the store in `data_dir` with default options.
+    pub fn open(data_dir: &Path) -> Result<ChunkStore, StoreError> {
+        ChunkStore::open_with(data_dir, StoreOptions::default())
+    }
+
+    /// Opens (creating if needed) the store in `data_dir`: removes temp files
+    /// a crash left behind and counts what is stored.
+    pub fn open_with(data_dir: &Path, opts: StoreOptions) -> Result<ChunkStore, StoreError> {
+        let dir = std::path::absolute(data_dir)
+            .map_err(|e| StoreError::io("resolve data directory", data_dir, e))?;
+        fs::create_dir_all(&dir).map_err(|e| StoreError::io("create data directory", &dir, e))?;
+        let chunks = dir.join("chunks");
+        let quarantine = dir.join("quarantine");
+        for sub in [&chunks, &quarantine] {
+            fs::create_dir_all(sub).map_err(|e| StoreError::io("create directory", sub, e))?;
+        }
+        // The write probe below is the only temp file outside the fan-out
+        // directories; a crash during it leaves one here.
+        for de in fs::read_dir(&chunks).map_err(|e| StoreError::io("read", &chunks, e))? {
+            let de = de.map_err(|e| StoreError::io("read", &chunks, e))?;
+            if de.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                let _ = fs::remove_file(de.path());
+            }
+        }
+        // Root may write anywhere, but a read-only mount or a directory owned
+        // by another user should fail here, not at the first `put`.
+        tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .tempfile_in(&chunks)
+            .map_err(|e| StoreError::io("write to directory", &chunks, e))?;
+
+        let mut usage = StoreUsage::default();
+        let walk = Walk::new(&chunks).map_err(|e| StoreError::io("read", &chunks, e))?;
+        for entry in walk {
+            match entry.map_err(|(path, e)| StoreError::io("read", &path, e))? {
+                Entry::Chunk { path, .. } => {
+                    let meta = fs::symlink_metadata(&path)
+                        .map_err(|e| StoreError::io("read", &path, e))?;
+                    if meta.is_file() {
+                        usage.chunks += 1;
+                        usage.bytes += meta.len();
+                    }
+                }
+                Entry::Temp(path) => match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StoreError::io("remove leftover temp file", &path, e)),
+                },
+                Entry::Stray => {}
+            }
+        }
+        let n_quarantined = fs::read_dir(&quarantine)
+            .map_err(|e| StoreError::io("read", &quarantine, e))?
+            .count() as u64;
+        Ok(ChunkStore {
+            chunks,
+            quarantine,
+            opts,
+            counters: Mutex::new(Counters { usage, reserved: 0 }),
+            quarantined: AtomicU64::new(n_quarantined),
+        })
+    }
+
+    /// Stores a sealed chunk under its id. Verifies `ChunkId::of(sealed) ==
+    /// *id` first (else [`PutError::IdMismatch`], nothing written). Idempotent
+    /// and atomic, safe to call concurrently for one id. Returns true if this
+    /// call created the file.
+    pub fn put(&self, id: &ChunkId, sealed: &[u8]) -> Result<bool, PutError> {
+        if sealed.len() > MAX_CHUNK_SIZE {
+            return Err(PutError::TooLarge {
+                id: *id,
+                len: sealed.len(),
+                max: MAX_CHUNK_SIZE,
+            });
+        }
+        let actual = ChunkId::of(sealed);
+        if actual != *id {
+            return Err(PutError::IdMismatch {
+                expected: *id,
+                actual,
+            });
+        }
+        let len = sealed.len() as u64;
+        let path = fanout::chunk_path(&self.chunks, id);
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_file() && meta.len() == len => return Ok(false),
+            // Something else holds the chunk's name: a damaged file. The good
+            // bytes are in hand, so set the bad ones aside and write them.
+            Ok(meta) => self.quarantine(&path, id, meta.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io("read", &path, e).into()),
+        }
+
+        let _reservation = self.reserve(id, len)?;
+        let dir = fanout::fan_dir(&self.chunks, id);
+        let no_space = |e: io::Error, action| -> PutError {
+            if is_no_space(&e) {
+                PutError::NoSpace {
+                    id: *id,
+                    dir: dir.clone(),
+                    reason: "the file system is full; free space or add a disk".into(),
+                }
+            } else {
+                StoreError::io(action, &dir, e).into()
+            }
+        };
+        let mut temp = match self.temp_file(&dir) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.create_fan_dir(&dir)
+                    .map_err(|e| no_space(e, "create directory"))?;
+                self.temp_file(&dir)
+                    .map_err(|e| no_space(e, "create temp file in"))?
+            }
+            Err(e) => return Err(no_space(e, "create temp file in")),
+        };
+        // On any error below, dropping `temp` deletes the temp file.
+        temp.write_all(sealed)
+            .map_err(|e| no_space(e, "write temp file in"))?;
+        if self.opts.fsync {
+            temp.as_file()
+                .sync_all()
+                .map_err(|e| no_space(e, "fsync temp file in"))?;
+        }
+        let created = match temp.persist_noclobber(&path) {
+            Ok(_) => true,
+            // Another `put` of the same chunk won the race: same bytes.
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(no_space(e.error, "rename temp file in")),
+        };
+        if created {
+            let mut c = self.counters();
+            c.usage.chunks += 1;
+            c.usage.bytes += len;
+        }
+        if created && self.opts.fsync {
+            fanout::sync_dir(&dir).map_err(|e| StoreError::io("fsync directory", &dir, e))?;
+        }
+        Ok(created)
+    }
+
+    /// Reads a chunk and checks its SHA-1. A file whose bytes do not match is
+    /// moved to `<data>/quarantine/` and [`GetError::Corrupt`] returned.
+    pub fn get(&self, id: &ChunkId) -> Result<Vec<u8>, GetError> {
+        let path = fanout::chunk_path(&self.chunks, id);
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(GetError::NotFound { id: *id });
+            }
+            Err(e) => return Err(StoreError::io("open", &path, e).into()),
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| StoreError::io("read", &path, e))?;
+        if !meta.is_file() || meta.len() > MAX_CHUNK_SIZE as u64 {
+            self.quarantine(&path, id, meta.len());
+            return Err(GetError::Corrupt { id: *id });
+        }
+        // Bounded by the limit even if the file grows while it is read.
+        let mut buf = Vec::with_capacity(meta.len() as usize);
+        (&mut file)
+            .take(MAX_CHUNK_SIZE as u64 + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| StoreError::io("read", &path, e))?;
+        if buf.len() > MAX_CHUNK_SIZE || ChunkId::of(&buf) != *id {
+            self.quarantine(&path, id, buf.len() as u64);
+            return Err(GetError::Corrupt { id: *id });
+        }
+        Ok(buf)
+    }
+
+    /// Whether the chunk is stored (a metadata lookup; the bytes are not checked).
+    pub fn has(&self, id: &ChunkId) -> bool {
+        fs::symlink_metadata(fanout::chunk_path(&self.chunks, id)).is_ok_and(|m| m.is_file())
+    }
+
+    /// Deletes a chunk. Returns true if it existed.
+    pub fn delete(&self, id: &ChunkId) -> Result<bool, StoreError> {
+        let path = fanout::chunk_path(&self.chunks, id);
+        let len = match fs::symlink_metadata(&path) {
+            Ok(meta) => meta.len(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(StoreError::io("read", &path, e)),
+        };
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(StoreError::io("delete", &path, e)),
+        }
+        self.forget(len);
+        if self.opts.fsync {
+            let dir = fanout::fan_dir(&self.chunks, id);
+            fanout::sync_dir(&dir).map_err(|e| StoreError::io("fsync directory", &dir, e))?;
+        }
+        Ok(true)
+    }
+
+    /// Every stored chunk, in no particular order. Files that are not chunks
+    /// (temp files, strays) are skipped; unreadable directories are errors.
+    pub fn ids(&self) -> impl Iterator<Item = Result<ChunkId, StoreError>> + '_ {
+        let walk = Walk::new(&self.chunks).map_err(|e| StoreError::io("read", &self.chunks, e));
+        let (walk, first_err) = match walk {
+            Ok(w) => (Some(w), None),
+            Err(e) => (None, Some(Err(e))),
+        };
+        first_err
+            .into_iter()
+            .chain(walk.into_iter().flatten().filter_map(|entry| match entry {
+                Ok(Entry::Chunk { id, .. }) => Some(Ok(id)),
+                Ok(Entry::Temp(_) | Entry::Stray) => None,
+                Err((path, e)) => Some(Err(StoreError::io("read", &path, e))),
+            }))
+    }
+
+    /// How many chunks and bytes are stored (counted at open, kept up to date since).
+    pub fn usage(&self) -> Result<StoreUsage, StoreError> {
+        Ok(self.counters().usage)
+    }
+
+    /// How many files are in quarantine (those found at open plus those moved since).
+    pub fn quarantined(&self) -> u64 {
+        self.quarantined.load(Ordering::Relaxed)
+    }
+
+    fn counters(&self) -> MutexGuard<'_, Counters> {
+        // The counters are plain numbers updated without panicking, so a
+        // poisoned lock still holds consistent values.
+        self.counters.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn forget(&self, len: u64) {
+        let mut c = self.counters();
+        c.usage.chunks = c.usage.chunks.saturating_sub(1);
+        c.usage.bytes = c.usage.bytes.saturating_sub(len);
+    }
+
+    /// Holds `len` bytes against the quota until the returned guard drops.
+    fn reserve(&self, id: &ChunkId, len: u64) -> Result<Reservation<'_>, PutError> {
+        let mut c = self.counters();
+        if let Some(max) = self.opts.max_bytes {
+            let used = c.usage.bytes + c.reserved;
+            if used.saturating_add(len) > max {
+                return Err(PutError::NoSpace {
+                    id: *id,
+                    dir: fanout::fan_dir(&self.chunks, id),
+                    reason: format!(
+                        "the store's quota of {max} bytes is reached ({used} used, {len} needed); raise the quota or free space"
+                    ),
+                });
+            }
+        }
+        c.reserved += len;
+        Ok(Reservation { store: self, len })
+    }
+
+    fn temp_file(&self, dir: &Path) -> io::Result<tempfile::NamedTempFile> {
+        tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .tempfile_in(dir)
+    }
+
+    /// Creates `<chunks>/ab/cd`, making each new directory entry durable.
+    fn create_fan_dir(&self, dir: &Path) -> io::Result<()> {
+        let parent = dir.parent().unwrap_or(&self.chunks);
+        for d in [parent, dir] {
+            match fs::create_dir(d) {
+                Ok(()) if self.opts.fsync => fanout::sync_dir(d.parent().unwrap_or(&self.chunks))?,
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves a bad chunk file aside. Failure to move it is not reported: the
+    /// caller reports the corruption either way, and the file stays unread.
+    fn quarantine(&self, path: &Path, id: &ChunkId, len: u64) {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dest = self.quarantine.join(format!("{}.{nanos}", id.to_hex()));
+        if fs::rename(path, &dest).is_ok() {
+            self.quarantined.fetch_add(1, Ordering::Relaxed);
+            self.forget(len);
+        }
+    }
+}
+
+/// Bytes held against the quota by a `put` in progress.
+struct Reservation<'a> {
+    store: &'a ChunkStore,
+    len: u64,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut c = self.store.counters();
+        c.reserved = c.reserved.saturating_sub(self.len);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn store_is_send_and_sync() {
+        assert_send_sync::<ChunkStore>();
+    }
+
+    #[test]
+    fn reservations_count_against_the_quota_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            max_bytes: Some(100),
+            fsync: false,
+        };
+        let store = ChunkStore::open_with(dir.path(), opts).unwrap();
+        let id = ChunkId::of(b"r");
+        let r = store.reserve(&id, 60).unwrap();
+        assert!(matches!(
+            store.reserve(&id, 60),
+            Err(PutError::NoSpace { .. })
+        ));
+        drop(r);
+        assert!(store.reserve(&id, 100).is_ok());
+        assert!(store.reserve(&id, 101).is_err());
+    }
+}

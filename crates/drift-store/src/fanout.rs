@@ -1,0 +1,236 @@
+//! The chunk directory's fan-out layout: paths from ids, and a walk over what is on disk.
+//!
+//! ```text
+//! <data>/chunks/<hex[0..2]>/<hex[2..4]>/<40 hex>       a chunk, named by its lowercase SHA-1
+//! <data>/chunks/<hex[0..2]>/<hex[2..4]>/.tmp-<random>  a write in progress (or a crash's leftover)
+//! ```
+//!
+//! Paths are only ever built from a parsed [`ChunkId`], whose hex form has
+//! exactly 40 characters from `0-9a-f`, so no path can leave the chunk directory.
+
+use std::fs::{self, File, ReadDir};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use drift_crypto::ChunkId;
+
+/// Prefix of the temporary files a `put` writes before renaming them.
+pub(crate) const TEMP_PREFIX: &str = ".tmp-";
+
+/// The directory a chunk lives in: `<chunks>/<hex[0..2]>/<hex[2..4]>`.
+pub(crate) fn fan_dir(chunks: &Path, id: &ChunkId) -> PathBuf {
+    let hex = id.to_hex();
+    chunks.join(&hex[0..2]).join(&hex[2..4])
+}
+
+/// The file a chunk lives in.
+pub(crate) fn chunk_path(chunks: &Path, id: &ChunkId) -> PathBuf {
+    fan_dir(chunks, id).join(id.to_hex())
+}
+
+/// Flushes a directory's entries (a rename, a new file) to disk.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// True for the names of fan-out directories: two lowercase hex digits.
+fn is_fan_name(name: &str) -> bool {
+    name.len() == 2
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// What a file in a leaf fan-out directory is.
+#[derive(Debug)]
+pub(crate) enum Entry {
+    /// A chunk file in its right place.
+    Chunk {
+        /// The chunk.
+        id: ChunkId,
+        /// Its file.
+        path: PathBuf,
+    },
+    /// A temporary file: a write in progress, or one a crash left behind.
+    Temp(PathBuf),
+    /// Anything else (ignored).
+    Stray,
+}
+
+/// Classifies a file named `name` found in `<chunks>/<top>/<mid>/`.
+fn classify(top: &str, mid: &str, name: &str, path: PathBuf) -> Entry {
+    if name.starts_with(TEMP_PREFIX) {
+        return Entry::Temp(path);
+    }
+    match name.parse::<ChunkId>() {
+        // Only the canonical lowercase name in the directory its id maps to
+        // counts, so every id listed maps back to exactly this file.
+        Ok(id) if id.to_hex() == name && name[0..2] == *top && name[2..4] == *mid => {
+            Entry::Chunk { id, path }
+        }
+        _ => Entry::Stray,
+    }
+}
+
+/// A lazy walk over `<chunks>/<2 hex>/<2 hex>/*`. Directory read errors are
+/// reported once each and the walk goes on with the next directory.
+pub(crate) struct Walk {
+    chunks: PathBuf,
+    top: Option<ReadDir>,
+    mid: Option<(String, ReadDir)>,
+    leaf: Option<(String, String, ReadDir)>,
+}
+
+impl Walk {
+    /// Starts a walk; a missing chunk directory is an empty walk.
+    pub(crate) fn new(chunks: &Path) -> io::Result<Walk> {
+        let top = match fs::read_dir(chunks) {
+            Ok(rd) => Some(rd),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        Ok(Walk {
+            chunks: chunks.to_path_buf(),
+            top,
+            mid: None,
+            leaf: None,
+        })
+    }
+
+    /// The next entry of the leaf directory being read, if any is left.
+    fn next_leaf(&mut self) -> Option<Result<Entry, (PathBuf, io::Error)>> {
+        let (top, mid, rd) = self.leaf.as_mut()?;
+        match rd.next() {
+            None => {
+                self.leaf = None;
+                None
+            }
+            Some(Err(e)) => {
+                let path = self.chunks.join(&*top).join(&*mid);
+                self.leaf = None;
+                Some(Err((path, e)))
+            }
+            Some(Ok(de)) => {
+                let name = de.file_name();
+                let entry = match name.to_str() {
+                    Some(name) => classify(top, mid, name, de.path()),
+                    None => Entry::Stray,
+                };
+                Some(Ok(entry))
+            }
+        }
+    }
+
+    /// Opens the next two-hex directory below `parent` from `rd`.
+    fn next_dir(
+        rd: &mut ReadDir,
+        parent: &Path,
+    ) -> Option<Result<(String, ReadDir), (PathBuf, io::Error)>> {
+        loop {
+            let de = match rd.next()? {
+                Ok(de) => de,
+                Err(e) => return Some(Err((parent.to_path_buf(), e))),
+            };
+            let Some(name) = de.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if !is_fan_name(&name) || !de.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let path = parent.join(&name);
+            return Some(match fs::read_dir(&path) {
+                Ok(sub) => Ok((name, sub)),
+                Err(e) => Err((path, e)),
+            });
+        }
+    }
+}
+
+impl Iterator for Walk {
+    type Item = Result<Entry, (PathBuf, io::Error)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(item) = self.next_leaf() {
+                return Some(item);
+            }
+            if let Some((top, rd)) = self.mid.as_mut() {
+                let parent = self.chunks.join(&*top);
+                match Walk::next_dir(rd, &parent) {
+                    Some(Ok((mid, leaf))) => self.leaf = Some((top.clone(), mid, leaf)),
+                    Some(Err(e)) => return Some(Err(e)),
+                    None => self.mid = None,
+                }
+                continue;
+            }
+            let rd = self.top.as_mut()?;
+            match Walk::next_dir(rd, &self.chunks) {
+                Some(Ok(mid)) => self.mid = Some(mid),
+                Some(Err(e)) => return Some(Err(e)),
+                None => self.top = None,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_follow_the_id() {
+        let id: ChunkId = "0123456789abcdef0123456789abcdef01234567".parse().unwrap();
+        let p = chunk_path(Path::new("/d/chunks"), &id);
+        assert_eq!(
+            p,
+            Path::new("/d/chunks/01/23/0123456789abcdef0123456789abcdef01234567")
+        );
+    }
+
+    #[test]
+    fn classify_accepts_only_canonical_names_in_place() {
+        let hex = "0123456789abcdef0123456789abcdef01234567";
+        let p = PathBuf::from("x");
+        assert!(matches!(
+            classify("01", "23", hex, p.clone()),
+            Entry::Chunk { .. }
+        ));
+        assert!(matches!(classify("01", "24", hex, p.clone()), Entry::Stray));
+        let upper = hex.to_uppercase();
+        assert!(matches!(
+            classify("01", "23", &upper, p.clone()),
+            Entry::Stray
+        ));
+        assert!(matches!(
+            classify("01", "23", ".tmp-abc", p.clone()),
+            Entry::Temp(_)
+        ));
+        assert!(matches!(classify("01", "23", "../../x", p), Entry::Stray));
+        assert!(
+            is_fan_name("0f") && !is_fan_name("0F") && !is_fan_name("..") && !is_fan_name("abc")
+        );
+    }
+
+    #[test]
+    fn walk_finds_chunks_temps_and_strays() {
+        let dir = tempfile::tempdir().unwrap();
+        let chunks = dir.path().join("chunks");
+        let id = ChunkId::of(b"walk");
+        let fan = fan_dir(&chunks, &id);
+        fs::create_dir_all(&fan).unwrap();
+        fs::write(chunk_path(&chunks, &id), b"walk").unwrap();
+        fs::write(fan.join(".tmp-zzz"), b"").unwrap();
+        fs::write(fan.join("notes.txt"), b"").unwrap();
+        fs::create_dir_all(chunks.join("zz/zz")).unwrap();
+        fs::write(chunks.join("zz/zz").join(id.to_hex()), b"").unwrap();
+        fs::write(chunks.join("README"), b"").unwrap();
+        let found: Vec<Entry> = Walk::new(&chunks).unwrap().map(|e| e.unwrap()).collect();
+        let n_chunks = found
+            .iter()
+            .filter(|e| matches!(e, Entry::Chunk { .. }))
+            .count();
+        let n_temps = found.iter().filter(|e| matches!(e, Entry::Temp(_))).count();
+        assert_eq!((n_chunks, n_temps, found.len()), (1, 1, 3));
+        assert_eq!(Walk::new(&dir.path().join("missing")).unwrap().count(), 0);
+    }
+}

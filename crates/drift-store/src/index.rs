@@ -1,0 +1,255 @@
+//! [`NameIndex`]: the encrypted, last-writer-wins map from names to entries, in redb.
+//!
+//! `<data>/index.redb` holds three tables:
+//!
+//! ```text
+//! entries: [u8; 32] name hash -> sealed NameEntry     (see the entry module)
+//! meta:    &str key           -> RecordKey::seal(ad = "drift meta\0" || key, value)
+//! format:  "check"            -> RecordKey::seal(ad = CHECK_AD, CHECK_PLAIN)
+//! ```
+//!
+//! The `format` record is written at the first open; later opens check it, so
+//! a node started with the wrong cluster secret fails at once with
+//! [`IndexError::WrongSecret`] instead of reading every record as corrupt.
+//! Every write is one redb transaction with `Durability::Immediate`: durable
+//! when the call returns, all or nothing after a crash.
+
+use std::path::{Path, PathBuf};
+
+use drift_crypto::{Keys, RecordError};
+use redb::{Database, ReadableTable, TableDefinition};
+
+use crate::entry::{NameEntry, Sealer, Version, hex_key};
+use crate::error::{IndexError, StoreError};
+
+const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const FORMAT: TableDefinition<&str, &[u8]> = TableDefinition::new("format");
+const CHECK_KEY: &str = "check";
+const CHECK_AD: &[u8] = b"drift name index check";
+const CHECK_PLAIN: &[u8] = b"drift name index v1";
+
+/// The name index of one node, at `<data>/index.redb`.
+///
+/// Keys are keyed hashes of names and values are sealed, so the file reveals
+/// no names and no manifests to anyone without the cluster secret.
+/// `Send + Sync`; every method takes `&self`.
+pub struct NameIndex {
+    db: Database,
+    sealer: Sealer,
+}
+
+impl std::fmt::Debug for NameIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NameIndex").finish_non_exhaustive()
+    }
+}
+
+impl NameIndex {
+    /// Opens (creating if needed) the index in `data_dir`, checking that it
+    /// was written with the same cluster secret as `keys`.
+    pub fn open(data_dir: &Path, keys: &Keys) -> Result<NameIndex, StoreError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError::io("create data directory", data_dir, e))?;
+        let path = data_dir.join("index.redb");
+        let db = Database::create(&path).map_err(|e| StoreError::Database {
+            path: path.clone(),
+            source: Box::new(e.into()),
+        })?;
+        let index = NameIndex {
+            db,
+            sealer: Sealer::new(keys),
+        };
+        index.check_or_init(path)?;
+        Ok(index)
+    }
+
+    /// Creates the tables and the secret check on first use; checks it after.
+    fn check_or_init(&self, path: PathBuf) -> Result<(), IndexError> {
+        let txn = self.db.begin_write().map_err(IndexError::db)?;
+        {
+            txn.open_table(ENTRIES).map_err(IndexError::db)?;
+            txn.open_table(META).map_err(IndexError::db)?;
+            let mut format = txn.open_table(FORMAT).map_err(IndexError::db)?;
+            let stored = format
+                .get(CHECK_KEY)
+                .map_err(IndexError::db)?
+                .map(|v| v.value().to_vec());
+            match stored {
+                Some(sealed) => match self.sealer.record().open(CHECK_AD, &sealed) {
+                    Ok(plain) if plain == CHECK_PLAIN => {}
+                    Err(RecordError::BadTag) => return Err(IndexError::WrongSecret { path }),
+                    Ok(_) => {
+                        return Err(IndexError::Corrupt {
+                            key: "format check".into(),
+                            reason: "unknown index format".into(),
+                        });
+                    }
+                    Err(e) => {
+                        return Err(IndexError::Corrupt {
+                            key: "format check".into(),
+                            reason: e.to_string(),
+                        });
+                    }
+                },
+                None => {
+                    let sealed = self.sealer.record().seal(CHECK_AD, CHECK_PLAIN)?;
+                    format
+                        .insert(CHECK_KEY, &sealed[..])
+                        .map_err(IndexError::db)?;
+                }
+            }
+        }
+        txn.commit().map_err(IndexError::db)
+    }
+
+    /// The entry for `name`, tombstones included.
+    pub fn get(&self, name: &str) -> Result<Option<NameEntry>, IndexError> {
+        self.get_by_hash(&self.name_hash(name))
+    }
+
+    /// The entry whose name hashes to `hash` (see [`NameIndex::name_hash`]).
+    pub fn get_by_hash(&self, hash: &[u8; 32]) -> Result<Option<NameEntry>, IndexError> {
+        let txn = self.db.begin_read().map_err(IndexError::db)?;
+        let table = txn.open_table(ENTRIES).map_err(IndexError::db)?;
+        let Some(value) = table.get(&hash[..]).map_err(IndexError::db)? else {
+            return Ok(None);
+        };
+        self.sealer.open_entry(hash, value.value()).map(Some)
+    }
+
+    /// The index key of a name: its keyed hash under the cluster's name key.
+    pub fn name_hash(&self, name: &str) -> [u8; 32] {
+        self.sealer.name_hash(name)
+    }
+
+    /// Last writer wins: stores each entry iff its name has no entry yet or
+    /// `entry.version` is greater than the stored one. Entries are applied in
+    /// order, in one transaction, durable on return. Returns, per entry,
+    /// whether it was applied.
+    ///
+    /// A stored record that no longer opens is replaced: its version cannot
+    /// be compared, and the new entry is the only readable one.
+    pub fn apply(&self, entries: &[NameEntry]) -> Result<Vec<bool>, IndexError> {
+        let txn = self.db.begin_write().map_err(IndexError::db)?;
+        let mut applied = Vec::with_capacity(entries.len());
+        {
+            let mut table = txn.open_table(ENTRIES).map_err(IndexError::db)?;
+            for entry in entries {
+                let key = self.name_hash(&entry.name);
+                let newer = match table.get(&key[..]).map_err(IndexError::db)? {
+                    None => true,
+                    Some(stored) => self
+                        .sealer
+                        .open_entry(&key, stored.value())
+                        .map_or(true, |old| entry.version > old.version),
+                };
+                if newer {
+                    let sealed = self.sealer.seal_entry(&key, entry)?;
+                    table
+                        .insert(&key[..], &sealed[..])
+                        .map_err(IndexError::db)?;
+                }
+                applied.push(newer);
+            }
+        }
+        if applied.contains(&true) {
+            txn.commit().map_err(IndexError::db)?;
+        } else {
+            txn.abort().map_err(IndexError::db)?;
+        }
+        Ok(applied)
+    }
+
+    /// Every entry, tombstones included, in name-hash order.
+    pub fn entries(&self) -> Result<Vec<NameEntry>, IndexError> {
+        self.scan(|_, entry| entry)
+    }
+
+    /// `(name hash, version)` of every entry, sorted by hash: the digest
+    /// anti-entropy compares between nodes.
+    pub fn versions(&self) -> Result<Vec<([u8; 32], Version)>, IndexError> {
+        self.scan(|key, entry| (key, entry.version))
+    }
+
+    /// Opens every entry in key order and maps it with `f`.
+    fn scan<T>(&self, mut f: impl FnMut([u8; 32], NameEntry) -> T) -> Result<Vec<T>, IndexError> {
+        let txn = self.db.begin_read().map_err(IndexError::db)?;
+        let table = txn.open_table(ENTRIES).map_err(IndexError::db)?;
+        let mut out = Vec::new();
+        for item in table.iter().map_err(IndexError::db)? {
+            let (key, value) = item.map_err(IndexError::db)?;
+            let entry = self.sealer.open_entry(key.value(), value.value())?;
+            let hash = <[u8; 32]>::try_from(key.value()).map_err(|_| IndexError::Corrupt {
+                key: hex_key(key.value()),
+                reason: "its key is not 32 bytes".into(),
+            })?;
+            out.push(f(hash, entry));
+        }
+        Ok(out)
+    }
+
+    /// Removes tombstones with `version.time < older_than_time`, returning how
+    /// many. Live entries and unreadable records are left alone.
+    pub fn purge_tombstones(&self, older_than_time: u64) -> Result<usize, IndexError> {
+        let txn = self.db.begin_write().map_err(IndexError::db)?;
+        let mut n_purged = 0;
+        {
+            let mut table = txn.open_table(ENTRIES).map_err(IndexError::db)?;
+            let mut doomed = Vec::new();
+            for item in table.iter().map_err(IndexError::db)? {
+                let (key, value) = item.map_err(IndexError::db)?;
+                if let Ok(entry) = self.sealer.open_entry(key.value(), value.value())
+                    && entry.deleted
+                    && entry.version.time < older_than_time
+                {
+                    doomed.push(key.value().to_vec());
+                }
+            }
+            for key in &doomed {
+                if table.remove(&key[..]).map_err(IndexError::db)?.is_some() {
+                    n_purged += 1;
+                }
+            }
+        }
+        if n_purged > 0 {
+            txn.commit().map_err(IndexError::db)?;
+        } else {
+            txn.abort().map_err(IndexError::db)?;
+        }
+        Ok(n_purged)
+    }
+
+    /// A small piece of node state stored under `key` (sealed on disk).
+    pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, IndexError> {
+        let txn = self.db.begin_read().map_err(IndexError::db)?;
+        let table = txn.open_table(META).map_err(IndexError::db)?;
+        let Some(value) = table.get(key).map_err(IndexError::db)? else {
+            return Ok(None);
+        };
+        self.sealer.open_meta(key, value.value()).map(Some)
+    }
+
+    /// Stores a small piece of node state under `key`, durable on return.
+    pub fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), IndexError> {
+        let sealed = self.sealer.seal_meta(key, value)?;
+        let txn = self.db.begin_write().map_err(IndexError::db)?;
+        {
+            let mut table = txn.open_table(META).map_err(IndexError::db)?;
+            table.insert(key, &sealed[..]).map_err(IndexError::db)?;
+        }
+        txn.commit().map_err(IndexError::db)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn index_is_send_and_sync() {
+        assert_send_sync::<NameIndex>();
+    }
+}

@@ -1,0 +1,322 @@
+//! ChunkStore: round trips, idempotence, concurrency, crash leftovers, corruption, quota.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+use std::sync::{Arc, Barrier};
+use std::thread;
+
+use drift_crypto::ChunkId;
+use drift_store::{ChunkStore, GetError, PutError, StoreOptions, StoreUsage};
+use proptest::prelude::*;
+
+use crate::{files_under, sealed, temp_files};
+
+fn chunk_file(dir: &std::path::Path, id: &ChunkId) -> std::path::PathBuf {
+    let hex = id.to_hex();
+    dir.join("chunks")
+        .join(&hex[0..2])
+        .join(&hex[2..4])
+        .join(&hex)
+}
+
+#[test]
+fn put_get_round_trip_and_idempotent_put() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ChunkStore::open(dir.path()).unwrap();
+    let (id, bytes) = sealed(b"some file content");
+    assert!(store.put(&id, &bytes).unwrap());
+    assert_eq!(store.get(&id).unwrap(), bytes);
+    assert!(!store.put(&id, &bytes).unwrap(), "second put is a no-op");
+    assert_eq!(store.get(&id).unwrap(), bytes);
+    let usage = store.usage().unwrap();
+    assert_eq!(
+        usage,
+        StoreUsage {
+            chunks: 1,
+            bytes: bytes.len() as u64
+        }
+    );
+    assert_eq!(fs::read(chunk_file(dir.path(), &id)).unwrap(), bytes);
+
+    let (empty_id, empty) = sealed(b"");
+    assert!(store.put(&empty_id, &empty).unwrap());
+    assert_eq!(store.get(&empty_id).unwrap(), Vec::<u8>::new());
+}
+
+#[test]
+fn put_with_wrong_id_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ChunkStore::open(dir.path()).unwrap();
+    let (id, bytes) = sealed(b"the real bytes");
+    let (_, other) = sealed(b"other bytes");
+    let err = store.put(&id, &other).unwrap_err();
+    assert!(
+        matches!(err, PutError::IdMismatch { expected, .. } if expected == id),
+        "{err}"
+    );
+    assert!(err.to_string().contains("nothing was written"));
+    assert!(!store.has(&id));
+    assert!(files_under(dir.path()).is_empty());
+    assert!(store.put(&id, &bytes).is_ok());
+
+    let huge = vec![0u8; drift_crypto::MAX_CHUNK_SIZE + 1];
+    let err = store.put(&ChunkId::of(&huge), &huge).unwrap_err();
+    assert!(matches!(err, PutError::TooLarge { .. }), "{err}");
+}
+
+#[test]
+fn concurrent_puts_of_one_chunk_leave_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(ChunkStore::open(dir.path()).unwrap());
+    let (id, bytes) = sealed(&vec![7u8; 300_000]);
+    let bytes = Arc::new(bytes);
+    let barrier = Arc::new(Barrier::new(8));
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let (store, bytes, barrier) = (store.clone(), bytes.clone(), barrier.clone());
+            thread::spawn(move || {
+                barrier.wait();
+                store.put(&id, &bytes).unwrap()
+            })
+        })
+        .collect();
+    let created: Vec<bool> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(created.iter().filter(|&&c| c).count(), 1, "{created:?}");
+    assert_eq!(
+        files_under(&dir.path().join("chunks")),
+        vec![chunk_file(dir.path(), &id)]
+    );
+    assert_eq!(store.usage().unwrap().chunks, 1);
+    assert_eq!(store.get(&id).unwrap(), *bytes);
+}
+
+#[test]
+fn has_delete_ids_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ChunkStore::open(dir.path()).unwrap();
+    let chunks: Vec<_> = (0..20u8)
+        .map(|i| sealed(&vec![i; 100 + i as usize]))
+        .collect();
+    for (id, bytes) in &chunks {
+        store.put(id, bytes).unwrap();
+    }
+    let total: u64 = chunks.iter().map(|(_, b)| b.len() as u64).sum();
+    assert_eq!(
+        store.usage().unwrap(),
+        StoreUsage {
+            chunks: 20,
+            bytes: total
+        }
+    );
+    let listed: BTreeSet<ChunkId> = store.ids().map(Result::unwrap).collect();
+    assert_eq!(listed, chunks.iter().map(|(id, _)| *id).collect());
+
+    let (gone, gone_bytes) = &chunks[3];
+    assert!(store.has(gone));
+    assert!(store.delete(gone).unwrap());
+    assert!(!store.has(gone));
+    assert!(!store.delete(gone).unwrap(), "second delete finds nothing");
+    assert!(matches!(store.get(gone), Err(GetError::NotFound { id }) if id == *gone));
+    let after = store.usage().unwrap();
+    assert_eq!(
+        after,
+        StoreUsage {
+            chunks: 19,
+            bytes: total - gone_bytes.len() as u64
+        }
+    );
+    assert_eq!(store.ids().count(), 19);
+
+    // Stray files do not show up as chunks and do not count after reopening.
+    let (id0, _) = &chunks[0];
+    let fan = chunk_file(dir.path(), id0).parent().unwrap().to_path_buf();
+    fs::write(fan.join("notes.txt"), b"x").unwrap();
+    fs::write(fan.join(id0.to_hex().to_uppercase()), b"x").unwrap();
+    fs::write(dir.path().join("chunks/README"), b"x").unwrap();
+    assert_eq!(store.ids().count(), 19);
+    drop(store);
+    let store = ChunkStore::open(dir.path()).unwrap();
+    assert_eq!(store.usage().unwrap(), after, "usage is recounted at open");
+}
+
+#[test]
+fn leftover_temp_files_are_removed_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ChunkStore::open(dir.path()).unwrap();
+    let (id, bytes) = sealed(b"kept");
+    store.put(&id, &bytes).unwrap();
+    drop(store);
+    let fan = chunk_file(dir.path(), &id).parent().unwrap().to_path_buf();
+    fs::write(fan.join(".tmp-crashed1"), b"half a chu").unwrap();
+    fs::create_dir_all(dir.path().join("chunks/ff/ee")).unwrap();
+    fs::write(dir.path().join("chunks/ff/ee/.tmp-crashed2"), b"").unwrap();
+    fs::write(dir.path().join("chunks/.tmp-probe"), b"").unwrap();
+    assert_eq!(temp_files(dir.path()).len(), 3);
+
+    let store = ChunkStore::open(dir.path()).unwrap();
+    assert!(temp_files(dir.path()).is_empty());
+    assert_eq!(store.get(&id).unwrap(), bytes);
+    assert_eq!(store.usage().unwrap().chunks, 1);
+}
+
+#[test]
+fn a_flipped_byte_is_detected_and_quarantined() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ChunkStore::open(dir.path()).unwrap();
+    let (id, bytes) = sealed(&vec![3u8; 5000]);
+    let (other, other_bytes) = sealed(b"untouched");
+    store.put(&id, &bytes).unwrap();
+    store.put(&other, &other_bytes).unwrap();
+    let path = chunk_file(dir.path(), &id);
+    let mut on_disk = fs::read(&path).unwrap();
+    on_disk[1234] ^= 0x01;
+    fs::write(&path, &on_disk).unwrap();
+
+    assert!(matches!(store.get(&id), Err(GetError::Corrupt { id: c }) if c == id));
+    assert!(!store.has(&id));
+    assert!(matches!(store.get(&id), Err(GetError::NotFound { .. })));
+    assert_eq!(store.quarantined(), 1);
+    let quarantined = files_under(&dir.path().join("quarantine"));
+    assert_eq!(quarantined.len(), 1);
+    assert_eq!(
+        fs::read(&quarantined[0]).unwrap(),
+        on_disk,
+        "evidence is kept"
+    );
+    assert_eq!(store.usage().unwrap().chunks, 1);
+    assert_eq!(store.get(&other).unwrap(), other_bytes);
+
+    // A good copy can be stored again; the count survives a reopen.
+    assert!(store.put(&id, &bytes).unwrap());
+    assert_eq!(store.get(&id).unwrap(), bytes);
+    drop(store);
+    assert_eq!(ChunkStore::open(dir.path()).unwrap().quarantined(), 1);
+}
+
+#[test]
+fn put_replaces_a_truncated_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ChunkStore::open(dir.path()).unwrap();
+    let (id, bytes) = sealed(&vec![9u8; 4096]);
+    store.put(&id, &bytes).unwrap();
+    fs::write(chunk_file(dir.path(), &id), &bytes[..100]).unwrap();
+    assert!(
+        store.put(&id, &bytes).unwrap(),
+        "a short file is not the chunk"
+    );
+    assert_eq!(store.get(&id).unwrap(), bytes);
+    assert_eq!(store.quarantined(), 1);
+}
+
+#[test]
+fn quota_refuses_what_does_not_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        max_bytes: Some(1000),
+        fsync: true,
+    };
+    let store = ChunkStore::open_with(dir.path(), opts).unwrap();
+    let (a, a_bytes) = sealed(&[1u8; 600]);
+    let (b, b_bytes) = sealed(&[2u8; 600]);
+    store.put(&a, &a_bytes).unwrap();
+    let err = store.put(&b, &b_bytes).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, PutError::NoSpace { id, .. } if id == b),
+        "{msg}"
+    );
+    assert!(
+        msg.starts_with(&format!("disk full: no space left for chunk {b} in ")),
+        "{msg}"
+    );
+    assert!(msg.contains("quota"), "{msg}");
+    assert!(temp_files(dir.path()).is_empty());
+    assert!(!store.has(&b));
+    assert_eq!(store.get(&a).unwrap(), a_bytes);
+    assert!(
+        !store.put(&a, &a_bytes).unwrap(),
+        "a stored chunk is still accepted when full"
+    );
+    store.delete(&a).unwrap();
+    assert!(store.put(&b, &b_bytes).unwrap(), "deleting frees quota");
+}
+
+#[test]
+fn concurrent_puts_never_overrun_the_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        max_bytes: Some(450),
+        fsync: false,
+    };
+    let store = Arc::new(ChunkStore::open_with(dir.path(), opts).unwrap());
+    let barrier = Arc::new(Barrier::new(8));
+    let handles: Vec<_> = (0..8u8)
+        .map(|i| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            thread::spawn(move || {
+                let (id, bytes) = sealed(&[i; 100]);
+                barrier.wait();
+                store.put(&id, &bytes)
+            })
+        })
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let full = results
+        .iter()
+        .filter(|r| matches!(r, Err(PutError::NoSpace { .. })))
+        .count();
+    assert_eq!((ok, full), (4, 4));
+    assert_eq!(
+        store.usage().unwrap(),
+        StoreUsage {
+            chunks: 4,
+            bytes: 400
+        }
+    );
+    assert!(temp_files(dir.path()).is_empty());
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(u8),
+    Delete(u8),
+}
+
+fn arb_op() -> impl Strategy<Value = Op> {
+    prop_oneof![(0u8..12).prop_map(Op::Put), (0u8..12).prop_map(Op::Delete)]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Random puts and deletes agree with a map, through a reopen.
+    #[test]
+    fn store_matches_a_model(ops in proptest::collection::vec(arb_op(), 0..40)) {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions { max_bytes: None, fsync: false };
+        let store = ChunkStore::open_with(dir.path(), opts.clone()).unwrap();
+        let mut model: HashMap<ChunkId, Vec<u8>> = HashMap::new();
+        for op in ops {
+            match op {
+                Op::Put(k) => {
+                    let (id, bytes) = sealed(&vec![k; 50 * k as usize]);
+                    let created = store.put(&id, &bytes).unwrap();
+                    prop_assert_eq!(created, model.insert(id, bytes).is_none());
+                }
+                Op::Delete(k) => {
+                    let (id, _) = sealed(&vec![k; 50 * k as usize]);
+                    prop_assert_eq!(store.delete(&id).unwrap(), model.remove(&id).is_some());
+                }
+            }
+        }
+        let store = { drop(store); ChunkStore::open_with(dir.path(), opts).unwrap() };
+        let ids: BTreeSet<ChunkId> = store.ids().map(Result::unwrap).collect();
+        prop_assert_eq!(&ids, &model.keys().copied().collect::<BTreeSet<_>>());
+        let bytes: u64 = model.values().map(|b| b.len() as u64).sum();
+        prop_assert_eq!(store.usage().unwrap(), StoreUsage { chunks: model.len() as u64, bytes });
+        for (id, b) in &model {
+            prop_assert_eq!(&store.get(id).unwrap(), b);
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! NameIndex: round trips, last writer wins, tombstones, meta, reopen, wrong secret.
+
+use std::collections::HashMap;
+
+use drift_store::{IndexError, NameEntry, NameIndex, StoreError, Version};
+use proptest::prelude::*;
+
+use crate::keys;
+
+fn entry(name: &str, time: u64, node: u64, deleted: bool) -> NameEntry {
+    NameEntry {
+        name: name.into(),
+        version: Version { time, node },
+        deleted,
+        size: time * 10,
+        content: format!("manifest of {name} at {time}/{node}").into_bytes(),
+    }
+}
+
+fn arb_entry() -> impl Strategy<Value = NameEntry> {
+    (
+        any::<String>(),
+        any::<(u64, u64)>(),
+        any::<bool>(),
+        any::<u64>(),
+        proptest::collection::vec(any::<u8>(), 0..2000),
+    )
+        .prop_map(|(name, (time, node), deleted, size, content)| NameEntry {
+            name,
+            version: Version { time, node },
+            deleted,
+            size,
+            content,
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn apply_get_round_trip(entries in proptest::collection::vec(arb_entry(), 1..6)) {
+        let dir = tempfile::tempdir().unwrap();
+        let index = NameIndex::open(dir.path(), &keys(1)).unwrap();
+        // Distinct names, so every entry is applied.
+        let mut by_name = HashMap::new();
+        for e in entries {
+            by_name.insert(e.name.clone(), e);
+        }
+        let entries: Vec<NameEntry> = by_name.into_values().collect();
+        prop_assert!(index.apply(&entries).unwrap().iter().all(|&a| a));
+        for e in &entries {
+            prop_assert_eq!(index.get(&e.name).unwrap(), Some(e.clone()));
+            prop_assert_eq!(index.get_by_hash(&index.name_hash(&e.name)).unwrap(), Some(e.clone()));
+        }
+        prop_assert_eq!(index.entries().unwrap().len(), entries.len());
+    }
+
+    /// Whatever order writes arrive in, one by one or batched, every name ends
+    /// at its greatest version.
+    #[test]
+    fn last_writer_wins_converges(
+        writes in proptest::collection::vec((0usize..4, 0u64..6, 0u64..3, any::<bool>()), 1..24)
+            .prop_flat_map(|w| { let n = w.len(); (Just(w.clone()), Just(w).prop_shuffle(), 1..=n) }),
+    ) {
+        let (in_order, shuffled, batch) = writes;
+        let names = ["a", "b", "c", "d"];
+        let to_entry = |&(n, t, node, del): &(usize, u64, u64, bool)| entry(names[n], t, node, del);
+        let dir = tempfile::tempdir().unwrap();
+        let one = NameIndex::open(&dir.path().join("one"), &keys(1)).unwrap();
+        let two = NameIndex::open(&dir.path().join("two"), &keys(1)).unwrap();
+        for w in &in_order {
+            one.apply(&[to_entry(w)]).unwrap();
+        }
+        let shuffled: Vec<NameEntry> = shuffled.iter().map(to_entry).collect();
+        for part in shuffled.chunks(batch) {
+            two.apply(part).unwrap();
+        }
+        prop_assert_eq!(one.versions().unwrap(), two.versions().unwrap());
+        for name in names {
+            let max = in_order.iter().filter(|w| names[w.0] == name).map(|w| Version { time: w.1, node: w.2 }).max();
+            prop_assert_eq!(one.get(name).unwrap().map(|e| e.version), max);
+            prop_assert_eq!(two.get(name).unwrap().map(|e| e.version), max);
+        }
+    }
+}
+
+#[test]
+fn apply_reports_what_it_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = NameIndex::open(dir.path(), &keys(1)).unwrap();
+    assert_eq!(index.apply(&[entry("f", 5, 1, false)]).unwrap(), [true]);
+    let batch = [
+        entry("f", 4, 9, false), // older
+        entry("f", 5, 1, false), // equal: not newer
+        entry("f", 5, 2, false), // same time, higher node
+        entry("g", 1, 1, false), // new name
+        entry("f", 5, 2, true),  // equal to the one just applied
+    ];
+    assert_eq!(
+        index.apply(&batch).unwrap(),
+        [false, false, true, true, false]
+    );
+    assert_eq!(index.get("f").unwrap(), Some(entry("f", 5, 2, false)));
+    assert_eq!(index.apply(&[]).unwrap(), Vec::<bool>::new());
+    assert_eq!(index.get("never").unwrap(), None);
+}
+
+#[test]
+fn tombstones_and_purge() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = NameIndex::open(dir.path(), &keys(1)).unwrap();
+    index
+        .apply(&[
+            entry("old", 1, 1, false),
+            entry("new", 1, 1, false),
+            entry("live", 1, 1, false),
+        ])
+        .unwrap();
+    index
+        .apply(&[entry("old", 10, 1, true), entry("new", 50, 1, true)])
+        .unwrap();
+    let dead = index.get("old").unwrap().unwrap();
+    assert!(dead.deleted);
+    // A write older than the tombstone does not bring the file back.
+    assert_eq!(index.apply(&[entry("old", 9, 7, false)]).unwrap(), [false]);
+    assert_eq!(index.entries().unwrap().len(), 3, "tombstones are listed");
+
+    assert_eq!(
+        index.purge_tombstones(10).unwrap(),
+        0,
+        "time 10 is not older than 10"
+    );
+    assert_eq!(index.purge_tombstones(11).unwrap(), 1);
+    assert_eq!(index.get("old").unwrap(), None);
+    assert!(index.get("new").unwrap().unwrap().deleted);
+    assert!(!index.get("live").unwrap().unwrap().deleted);
+    assert_eq!(index.purge_tombstones(u64::MAX).unwrap(), 1);
+    assert_eq!(index.entries().unwrap(), [entry("live", 1, 1, false)]);
+}
+
+#[test]
+fn versions_are_sorted_by_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = NameIndex::open(dir.path(), &keys(1)).unwrap();
+    let entries: Vec<NameEntry> = (0..50)
+        .map(|i| entry(&format!("file-{i}"), i, 1, false))
+        .collect();
+    index.apply(&entries).unwrap();
+    let versions = index.versions().unwrap();
+    assert_eq!(versions.len(), 50);
+    assert!(versions.windows(2).all(|w| w[0].0 < w[1].0));
+    for (hash, version) in versions {
+        assert_eq!(index.get_by_hash(&hash).unwrap().unwrap().version, version);
+    }
+}
+
+#[test]
+fn meta_round_trip_and_reopen_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = NameIndex::open(dir.path(), &keys(1)).unwrap();
+    assert_eq!(index.get_meta("identity").unwrap(), None);
+    index.set_meta("identity", b"node key bytes").unwrap();
+    index.set_meta("clock", &42u64.to_be_bytes()).unwrap();
+    index.set_meta("clock", &43u64.to_be_bytes()).unwrap();
+    index.set_meta("", b"").unwrap();
+    index.apply(&[entry("kept", 3, 3, false)]).unwrap();
+    drop(index);
+
+    let index = NameIndex::open(dir.path(), &keys(1)).unwrap();
+    assert_eq!(
+        index.get_meta("identity").unwrap().unwrap(),
+        b"node key bytes"
+    );
+    assert_eq!(
+        index.get_meta("clock").unwrap().unwrap(),
+        43u64.to_be_bytes()
+    );
+    assert_eq!(index.get_meta("").unwrap().unwrap(), b"");
+    assert_eq!(index.get("kept").unwrap(), Some(entry("kept", 3, 3, false)));
+}
+
+#[test]
+fn odd_names_do_not_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = NameIndex::open(dir.path(), &keys(1)).unwrap();
+    let long = "x".repeat(100_000);
+    for name in ["", "\0", "../../etc/passwd", "名前/ファイル", &long] {
+        assert_eq!(index.apply(&[entry(name, 1, 1, false)]).unwrap(), [true]);
+        assert_eq!(index.get(name).unwrap().unwrap().name, name);
+    }
+}
+
+#[test]
+fn wrong_secret_is_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = NameIndex::open(dir.path(), &keys(1)).unwrap();
+    index.apply(&[entry("f", 1, 1, false)]).unwrap();
+    index.set_meta("identity", b"k").unwrap();
+    drop(index);
+    let err = NameIndex::open(dir.path(), &keys(2)).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Index(IndexError::WrongSecret { .. })),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("another cluster secret"), "{msg}");
+    assert!(msg.contains("index.redb"), "{msg}");
+    // The right secret still works: nothing was changed by the failed open.
+    let index = NameIndex::open(dir.path(), &keys(1)).unwrap();
+    assert_eq!(index.get("f").unwrap(), Some(entry("f", 1, 1, false)));
+}
+
+#[test]
+fn a_second_open_of_one_index_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let _index = NameIndex::open(dir.path(), &keys(1)).unwrap();
+    let err = NameIndex::open(dir.path(), &keys(1)).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, StoreError::Database { .. }), "{msg}");
+    assert!(msg.contains("another drift node"), "{msg}");
+}
+
+#[test]
+fn a_damaged_record_is_corrupt_not_garbage() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = NameIndex::open(dir.path(), &keys(1)).unwrap();
+    index.apply(&[entry("good", 1, 1, false)]).unwrap();
+    let hash_a = index.name_hash("sealed-elsewhere");
+    let hash_b = index.name_hash("garbage");
+    drop(index);
+
+    // Plant records the index did not write: one sealed under another
+    // cluster's keys, one that is not a sealed record at all.
+    let foreign = keys(2).record.seal(&hash_a, b"anything").unwrap();
+    let db = redb::Database::open(dir.path().join("index.redb")).unwrap();
+    let table_def: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("entries");
+    let txn = db.begin_write().unwrap();
+    {
+        let mut table = txn.open_table(table_def).unwrap();
+        table.insert(&hash_a[..], &foreign[..]).unwrap();
+        table.insert(&hash_b[..], &b"\x01garbage"[..]).unwrap();
+    }
+    txn.commit().unwrap();
+    drop(db);
+
+    let index = NameIndex::open(dir.path(), &keys(1)).unwrap();
+    for name in ["sealed-elsewhere", "garbage"] {
+        let err = index.get(name).unwrap_err();
+        assert!(matches!(err, IndexError::Corrupt { .. }), "{err:?}");
+        assert!(err.to_string().contains("cannot be read"), "{err}");
+    }
+    assert!(matches!(index.entries(), Err(IndexError::Corrupt { .. })));
+    assert!(index.get("good").unwrap().is_some());
+    // A fresh write repairs the slot.
+    assert_eq!(
+        index.apply(&[entry("garbage", 1, 1, false)]).unwrap(),
+        [true]
+    );
+    assert_eq!(
+        index.get("garbage").unwrap(),
+        Some(entry("garbage", 1, 1, false))
+    );
+}
