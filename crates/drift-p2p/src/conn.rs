@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
@@ -15,14 +15,14 @@ use tokio::time::{Instant, MissedTickBehavior, interval, timeout};
 use tokio_util::sync::CancellationToken;
 
 use crate::StreamError;
-use crate::frame::{FrameReader, Opener, Sealer};
+use crate::frame::{BatchBuf, FrameReader, Opener, Sealer};
 use crate::key::{PeerId, Role};
 use crate::proto::{
     Body, DATA_OVERHEAD, Envelope, MAX_FRAME_LEN, decode_envelope, encode_envelope,
 };
 
 /// The writer writes once it has gathered this much, or when the queue is empty.
-const WRITE_BATCH: usize = 512 * 1024;
+const WRITE_BATCH: usize = 256 * 1024;
 /// Plaintext bytes of `Data` queued for the writer per connection, at most.
 const QUEUE_BYTES: usize = 4 * 1024 * 1024;
 /// Control frames (pongs, resets, credits...) queued for the writer, at most;
@@ -571,7 +571,7 @@ pub(crate) async fn run_writer(
     mut sealer: Sealer,
     write_timeout: Duration,
 ) {
-    let mut out = BytesMut::with_capacity(WRITE_BATCH + 2 * MAX_FRAME_LEN);
+    let mut out = BatchBuf::new(WRITE_BATCH + 2 * MAX_FRAME_LEN);
     while let Some(first) = rx.recv().await {
         let (mut queued, mut controls, mut close) = (0usize, 0usize, false);
         let mut next = Some(first);
@@ -593,7 +593,7 @@ pub(crate) async fn run_writer(
             }
             next = rx.try_recv().ok();
         }
-        match timeout(write_timeout, wr.write_all(&out)).await {
+        match timeout(write_timeout, wr.write_all(out.bytes())).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 shared.close(&format!("writing to the peer failed: {e}"));

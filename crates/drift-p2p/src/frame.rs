@@ -100,18 +100,50 @@ impl Sealer {
     pub(crate) fn seal_into(
         &mut self,
         plain: &[u8],
-        out: &mut BytesMut,
+        out: &mut BatchBuf,
     ) -> Result<(), snow::Error> {
-        let start = out.len();
-        let len = plain.len() + TAG_LEN;
-        out.resize(start + LEN_FIELD_LEN + len, 0);
-        let n = self
-            .noise
-            .write_message(self.nonce, plain, &mut out[start + LEN_FIELD_LEN..])?;
+        let start = out.used;
+        let end = start + LEN_FIELD_LEN + plain.len() + TAG_LEN;
+        if out.buf.len() < end {
+            out.buf.resize(end, 0);
+        }
+        let n = self.noise.write_message(
+            self.nonce,
+            plain,
+            &mut out.buf[start + LEN_FIELD_LEN..end],
+        )?;
         self.nonce += 1;
-        out[start..start + LEN_FIELD_LEN].copy_from_slice(&(n as u32).to_be_bytes());
-        out.truncate(start + LEN_FIELD_LEN + n);
+        out.buf[start..start + LEN_FIELD_LEN].copy_from_slice(&(n as u32).to_be_bytes());
+        out.used = start + LEN_FIELD_LEN + n;
         Ok(())
+    }
+}
+
+/// The writer's output buffer. Its bytes stay initialized between batches
+/// (only `used` is reset), so sealing never pays for zeroing memory.
+pub(crate) struct BatchBuf {
+    buf: Vec<u8>,
+    used: usize,
+}
+
+impl BatchBuf {
+    pub(crate) fn new(capacity: usize) -> Self {
+        BatchBuf {
+            buf: vec![0; capacity],
+            used: 0,
+        }
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.buf[..self.used]
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.used
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.used = 0;
     }
 }
 

@@ -13,7 +13,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::config::{Config, MIN_STREAM_WINDOW};
 use crate::error::ConnectError;
-use crate::frame::{FrameReader, Opener, Sealer, put_frame};
+use crate::frame::{BatchBuf, FrameReader, Opener, Sealer, put_frame};
 use crate::key::PeerId;
 use crate::proto::{
     Body, Envelope, Hello, MAX_FRAME_LEN, PROTOCOL_VERSION, decode_envelope, encode_envelope,
@@ -168,11 +168,11 @@ impl Session {
     /// Sends one envelope right away.
     pub(crate) async fn send(&mut self, env: &Envelope) -> io::Result<()> {
         let plain = encode_envelope(env);
-        let mut out = BytesMut::with_capacity(plain.len() + 64);
+        let mut out = BatchBuf::new(plain.len() + 64);
         self.sealer
             .seal_into(&plain, &mut out)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        self.writer.write_all(&out).await
+        self.writer.write_all(out.bytes()).await
     }
 
     /// The next envelope; `Ok(None)` at end of stream.

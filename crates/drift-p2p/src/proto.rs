@@ -200,13 +200,35 @@ pub(crate) fn encode_data<M: Serialize>(
 ) -> Result<(Vec<u8>, usize), crate::StreamError> {
     let mut buf = Vec::with_capacity(DATA_HEADROOM + size_hint);
     buf.resize(DATA_HEADROOM, 0);
-    let buf = postcard::to_extend(msg, buf)
+    let buf = postcard::serialize_with_flavor(msg, VecFlavor(buf))
         .map_err(|e| crate::StreamError::Decode(format!("cannot encode message: {e}")))?;
     let len = buf.len() - DATA_HEADROOM;
     if len > MAX_MESSAGE_LEN {
         return Err(crate::StreamError::TooLarge { len });
     }
     Ok(write_data_header(buf, stream, len as u32))
+}
+
+/// Appends to a `Vec` with `extend_from_slice` (postcard's `to_extend` goes
+/// through an iterator, several times slower for large byte strings).
+struct VecFlavor(Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for VecFlavor {
+    type Output = Vec<u8>;
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<Vec<u8>> {
+        Ok(self.0)
+    }
 }
 
 /// Fills the header of a `Data` envelope whose payload starts at [`DATA_HEADROOM`].

@@ -46,6 +46,12 @@ impl RawPeer {
         self.session.send(env).await
     }
 
+    /// Writes raw bytes to the socket (not sealed, not framed).
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.session.writer.write_all(bytes).await
+    }
+
     /// Receives one envelope; `Ok(None)` when the peer closed the connection.
     pub async fn recv(&mut self) -> io::Result<Option<Envelope>> {
         self.session.recv().await

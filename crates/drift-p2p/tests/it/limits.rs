@@ -1,0 +1,138 @@
+//! Connection and stream limits.
+
+use std::time::Duration;
+
+use drift_p2p::proto::{Body, Envelope};
+use drift_p2p::testing::RawPeer;
+use drift_p2p::{ConnectError, Event, Role, StreamError};
+
+use crate::{Ep, SOON, any_port, config, next_event, secret, server, within};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limits_hold() {
+    let secret = secret();
+    let mut cfg = config(&secret, Role::Node);
+    cfg.max_connections = 2;
+    let (node, mut events) = Ep::bind(any_port(), cfg).await.unwrap();
+    let addr = node.local_addr().unwrap();
+    let (client, _ev) = Ep::client(config(&secret, Role::Client));
+    let first = within(SOON, client.connect(addr)).await.unwrap();
+    let _second = within(SOON, client.connect(addr)).await.unwrap();
+    for _ in 0..2 {
+        assert!(matches!(
+            next_event(&mut events, SOON).await,
+            Some(Event::Connected(_))
+        ));
+    }
+    let third = within(SOON, client.connect(addr)).await;
+    assert!(matches!(third, Err(ConnectError::Rejected(_))), "{third:?}");
+
+    // A slot frees when a connection goes.
+    first.close("bye");
+    loop {
+        match next_event(&mut events, SOON).await {
+            Some(Event::Disconnected { .. }) => break,
+            Some(_) => continue,
+            None => panic!("no disconnect"),
+        }
+    }
+    within(SOON, client.connect(addr)).await.unwrap();
+
+    // Our own limit when dialing.
+    let mut one = config(&secret, Role::Client);
+    one.max_connections = 1;
+    let (small, _ev2) = Ep::client(one);
+    let (other, other_addr) = server(&secret, |_| {}).await;
+    within(SOON, small.connect(other_addr)).await.unwrap();
+    assert!(matches!(
+        small.connect(other_addr).await,
+        Err(ConnectError::Limit)
+    ));
+    small.shutdown().await;
+    other.shutdown().await;
+    client.shutdown().await;
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_beyond_the_stream_limit_waits_then_fails() {
+    let secret = secret();
+    let (node, addr) = server(&secret, |c| c.max_streams = 4).await;
+    let mut cfg = config(&secret, Role::Client);
+    cfg.request_timeout = Duration::from_millis(300);
+    let (client, _ev) = Ep::client(cfg);
+    let conn = within(SOON, client.connect(addr)).await.unwrap();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut s = conn.open().await.unwrap();
+        s.send(&"hold".to_string()).await.unwrap();
+        held.push(s);
+    }
+    let started = std::time::Instant::now();
+    assert_eq!(conn.open().await.err(), Some(StreamError::Limit));
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    // Releasing one (reset on drop) frees a slot.
+    held.pop();
+    let mut s = within(SOON, conn.open()).await.unwrap();
+    s.send(&"x".to_string()).await.unwrap();
+    s.finish().await.unwrap();
+    assert_eq!(s.recv().await.unwrap().as_deref(), Some("echo x"));
+    client.shutdown().await;
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_opens_too_many_streams_gets_resets() {
+    let secret = secret();
+    let (node, addr) = server(&secret, |c| c.max_streams = 4).await;
+    let cfg = config(&secret, Role::Node);
+    let mut raw = within(SOON, RawPeer::connect(addr, &cfg)).await.unwrap();
+    raw.send(&Envelope {
+        stream: 0,
+        body: Body::Hello(RawPeer::hello(&cfg)),
+    })
+    .await
+    .unwrap();
+    let hold = postcard::to_allocvec(&"hold".to_string()).unwrap();
+    for id in (1..=11).step_by(2) {
+        raw.send(&Envelope {
+            stream: id,
+            body: Body::Open,
+        })
+        .await
+        .unwrap();
+        raw.send(&Envelope {
+            stream: id,
+            body: Body::Data(hold.clone().into()),
+        })
+        .await
+        .unwrap();
+    }
+    let mut reset = Vec::new();
+    within(SOON, async {
+        while reset.len() < 2 {
+            match raw.recv().await.unwrap() {
+                Some(Envelope {
+                    stream,
+                    body: Body::Reset(_),
+                }) => reset.push(stream),
+                Some(Envelope {
+                    body: Body::Ping(n),
+                    ..
+                }) => {
+                    raw.send(&Envelope {
+                        stream: 0,
+                        body: Body::Pong(n),
+                    })
+                    .await
+                    .unwrap();
+                }
+                Some(_) => {}
+                None => panic!("closed"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(reset, vec![9, 11]);
+    node.shutdown().await;
+}
