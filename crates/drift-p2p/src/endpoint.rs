@@ -115,7 +115,13 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Endpoint<M> {
         config: Config,
     ) -> Result<(Endpoint<M>, Events<M>), std::io::Error> {
         let listener = TcpListener::bind(addr).await?;
-        let (endpoint, events) = Self::make(config, Some(listener.local_addr()?));
+        let local = listener.local_addr()?;
+        let mut config = config;
+        // An advertised port 0 ("any port") means the port actually bound.
+        if let Some(advertised) = config.advertise.as_mut().filter(|a| a.port() == 0) {
+            advertised.set_port(local.port());
+        }
+        let (endpoint, events) = Self::make(config, Some(local));
         let weak = Arc::downgrade(&endpoint.inner);
         let token = endpoint.inner.shutdown.clone();
         endpoint.inner.spawn(accept_loop(listener, weak, token));

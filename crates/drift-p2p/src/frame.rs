@@ -1,7 +1,7 @@
 //! Length-delimited framing of the TCP byte stream, and sealing/opening frames with Noise.
 
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use snow::StatelessTransportState;
@@ -12,8 +12,11 @@ use crate::proto::{LEN_FIELD_LEN, MAX_FRAME_LEN, TAG_LEN};
 
 /// How much the reader asks the socket for at once.
 const READ_CHUNK: usize = 256 * 1024;
-/// Plaintext buffers are carved out of blocks this big, so each frame does not allocate.
-const PLAIN_BLOCK: usize = 1024 * 1024;
+/// Plaintexts smaller than this are copied into their own allocation, so a tiny
+/// message can never pin a whole frame buffer (at most 4x memory amplification).
+const SMALL_PLAINTEXT: usize = 16 * 1024;
+/// Frame buffers kept for reuse per connection.
+const POOL_MAX: usize = 32;
 
 /// The frame codec: a 4-byte big-endian length, at most [`MAX_FRAME_LEN`].
 pub(crate) fn codec() -> LengthDelimitedCodec {
@@ -148,10 +151,51 @@ impl BatchBuf {
 }
 
 /// The receiving half of a Noise transport: opens frames into plaintexts.
+///
+/// Large plaintexts are decrypted into frame-sized buffers from a pool and
+/// handed out as `Bytes` without a copy; the buffer returns to the pool when the
+/// application drops the last reference. Pooled buffers stay initialized, so
+/// no frame pays for zeroing or fresh pages.
 pub(crate) struct Opener {
     noise: Arc<StatelessTransportState>,
     nonce: u64,
-    block: BytesMut,
+    pool: Arc<Pool>,
+}
+
+#[derive(Default)]
+struct Pool(Mutex<Vec<Vec<u8>>>);
+
+impl Pool {
+    fn take(&self) -> Vec<u8> {
+        let reused = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        reused.unwrap_or_else(|| vec![0; MAX_FRAME_LEN])
+    }
+
+    fn put(&self, buf: Vec<u8>) {
+        let mut pool = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < POOL_MAX {
+            pool.push(buf);
+        }
+    }
+}
+
+/// A pooled buffer owned by a `Bytes`.
+struct Pooled {
+    buf: Vec<u8>,
+    len: usize,
+    pool: Arc<Pool>,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        self.pool.put(std::mem::take(&mut self.buf));
+    }
 }
 
 impl Opener {
@@ -159,23 +203,38 @@ impl Opener {
         Opener {
             noise,
             nonce: 0,
-            block: BytesMut::new(),
+            pool: Arc::default(),
         }
     }
 
-    /// Decrypts and authenticates one frame body.
+    /// Decrypts and authenticates one frame body (at most `MAX_FRAME_LEN` bytes).
     pub(crate) fn open(&mut self, frame: &[u8]) -> Result<Bytes, snow::Error> {
-        if self.block.capacity() < frame.len() {
-            self.block.reserve(PLAIN_BLOCK.max(frame.len()));
+        if frame.len() > MAX_FRAME_LEN {
+            return Err(snow::Error::Input);
         }
+        let mut buf = self.pool.take();
         // ring decrypts in place, so the output needs room for the tag too.
-        self.block.resize(frame.len(), 0);
-        let n = self
+        let opened = self
             .noise
-            .read_message(self.nonce, frame, &mut self.block)?;
+            .read_message(self.nonce, frame, &mut buf[..frame.len()]);
+        let n = match opened {
+            Ok(n) => n,
+            Err(e) => {
+                self.pool.put(buf);
+                return Err(e);
+            }
+        };
         self.nonce += 1;
-        self.block.truncate(n);
-        Ok(self.block.split().freeze())
+        if n < SMALL_PLAINTEXT {
+            let small = Bytes::copy_from_slice(&buf[..n]);
+            self.pool.put(buf);
+            return Ok(small);
+        }
+        Ok(Bytes::from_owner(Pooled {
+            buf,
+            len: n,
+            pool: self.pool.clone(),
+        }))
     }
 }
 

@@ -191,14 +191,14 @@ pub fn decode_envelope(plain: Bytes) -> Result<Envelope, DecodeError> {
 
 /// A `Data` envelope whose payload is `msg` postcard-encoded, built in one buffer.
 ///
-/// Returns the buffer and the offset where the envelope starts; the message is
+/// `buf` is reused (a recycled send buffer). Returns the buffer and the offset where the envelope starts; the message is
 /// encoded after [`DATA_HEADROOM`] bytes and the header is written right before it.
 pub(crate) fn encode_data<M: Serialize>(
     stream: u32,
     msg: &M,
-    size_hint: usize,
+    mut buf: Vec<u8>,
 ) -> Result<(Vec<u8>, usize), crate::StreamError> {
-    let mut buf = Vec::with_capacity(DATA_HEADROOM + size_hint);
+    buf.clear();
     buf.resize(DATA_HEADROOM, 0);
     let buf = postcard::serialize_with_flavor(msg, VecFlavor(buf))
         .map_err(|e| crate::StreamError::Decode(format!("cannot encode message: {e}")))?;
@@ -314,7 +314,7 @@ mod tests {
 
         #[test]
         fn fast_data_encoding_matches_postcard(stream in any::<u32>(), payload in proptest::collection::vec(any::<u8>(), 0..3000)) {
-            let (buf, start) = encode_data(stream, &payload, 0).unwrap();
+            let (buf, start) = encode_data(stream, &payload, Vec::new()).unwrap();
             let inner = postcard::to_allocvec(&payload).unwrap();
             let reference = encode_envelope(&Envelope { stream, body: Body::Data(inner.clone().into()) });
             prop_assert_eq!(&buf[start..], &reference[..]);
@@ -338,11 +338,11 @@ mod tests {
     #[test]
     fn max_message_fits_a_frame() {
         let msg = vec![0u8; MAX_MESSAGE_LEN - 3]; // Vec<u8> adds a 3-byte length
-        let (buf, start) = encode_data(u32::MAX, &msg, 0).unwrap();
+        let (buf, start) = encode_data(u32::MAX, &msg, Vec::new()).unwrap();
         assert_eq!(buf.len() - start + TAG_LEN, MAX_FRAME_LEN);
         let too_big = vec![0u8; MAX_MESSAGE_LEN];
         assert!(matches!(
-            encode_data(1, &too_big, 0),
+            encode_data(1, &too_big, Vec::new()),
             Err(crate::StreamError::TooLarge { len }) if len > MAX_MESSAGE_LEN
         ));
     }

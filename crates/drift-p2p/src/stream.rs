@@ -238,7 +238,7 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Stream<M> {
             return Err(StreamError::Reset("stream already finished".into()));
         }
         self.check_live()?;
-        let (buf, start) = encode_data(self.id, msg, self.size_hint)?;
+        let (buf, start) = encode_data(self.id, msg, self.conn.take_buf(self.size_hint))?;
         self.size_hint = buf.len();
         let cost = (buf.len() - DATA_HEADROOM) as u32 + DATA_OVERHEAD;
         let deadline = Instant::now() + self.timeout;
