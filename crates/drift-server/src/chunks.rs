@@ -1,0 +1,247 @@
+//! Moving sealed chunks: replicated writes to a quorum, verified reads from any replica.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use drift_crypto::{ChunkId, ChunkRef, MAX_CHUNK_SIZE};
+use drift_p2p::{Connection, PeerId, Stream};
+use futures_util::future::join_all;
+
+use crate::node::{Shared, blocking};
+use crate::placement::{rank, write_quorum};
+use crate::proto::{FailKind, Msg, PIECE_LEN};
+
+/// Where a chunk should live: (ranked nodes, R in force).
+pub(crate) fn placement(shared: &Shared, id: &ChunkId) -> (Vec<PeerId>, usize) {
+    let table = shared.members();
+    let nodes = table.placement_nodes();
+    let r = table.effective_replicas();
+    (rank(id, &nodes), r)
+}
+
+/// Stores a sealed chunk on its replicas. Succeeds once a majority of R
+/// replicas have fsynced it, falling back to further-ranked nodes when a
+/// replica is down; otherwise reports how many acknowledged.
+pub(crate) async fn write(
+    shared: &Arc<Shared>,
+    id: ChunkId,
+    sealed: Bytes,
+) -> Result<(), (usize, usize)> {
+    let (ranked, r) = placement(shared, &id);
+    let needed = write_quorum(r);
+    let (targets, fallbacks) = ranked.split_at(r.min(ranked.len()));
+    let results = join_all(
+        targets
+            .iter()
+            .map(|node| put_on(shared, *node, id, sealed.clone())),
+    )
+    .await;
+    let mut acks = results.iter().filter(|ok| **ok).count();
+    for node in fallbacks {
+        if acks >= needed {
+            break;
+        }
+        if put_on(shared, *node, id, sealed.clone()).await {
+            acks += 1;
+        }
+    }
+    if acks >= needed {
+        Ok(())
+    } else {
+        Err((acks, needed))
+    }
+}
+
+/// Puts one chunk on one node (this one, or a peer over the network).
+pub(crate) async fn put_on(shared: &Arc<Shared>, node: PeerId, id: ChunkId, sealed: Bytes) -> bool {
+    if node == shared.me {
+        let store = shared.chunks.clone();
+        return match blocking(move || store.put(&id, &sealed)).await {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(chunk = %id, "local chunk write failed: {e}");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(chunk = %id, "{e}");
+                false
+            }
+        };
+    }
+    let Some(conn) = shared.members().conn(&node) else {
+        return false;
+    };
+    match put_remote(&conn, id, &sealed).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::debug!(peer = %node.short(), chunk = %id, "remote chunk write failed: {e}");
+            false
+        }
+    }
+}
+
+async fn put_remote(conn: &Connection<Msg>, id: ChunkId, sealed: &Bytes) -> Result<(), String> {
+    let mut s = conn.open().await.map_err(|e| e.to_string())?;
+    let len = u32::try_from(sealed.len()).map_err(|_| "chunk too large".to_string())?;
+    s.send(&Msg::PutChunk { id, len })
+        .await
+        .map_err(|e| e.to_string())?;
+    send_pieces(&mut s, sealed)
+        .await
+        .map_err(|e| e.to_string())?;
+    s.finish().await.map_err(|e| e.to_string())?;
+    match s.recv().await.map_err(|e| e.to_string())? {
+        Some(Msg::Done) => Ok(()),
+        Some(Msg::Failed { message, .. }) => Err(message),
+        other => Err(format!("unexpected answer {other:?}")),
+    }
+}
+
+/// Sends `bytes` as `Data` pieces (slices of one buffer; no copies).
+pub(crate) async fn send_pieces(
+    s: &mut Stream<Msg>,
+    bytes: &Bytes,
+) -> Result<(), drift_p2p::StreamError> {
+    let mut at = 0;
+    while at < bytes.len() {
+        let end = (at + PIECE_LEN).min(bytes.len());
+        s.send(&Msg::Data(bytes.slice(at..end))).await?;
+        at = end;
+    }
+    Ok(())
+}
+
+/// Receives `Data` pieces until the peer finishes, refusing more than `len` bytes.
+pub(crate) async fn recv_pieces(s: &mut Stream<Msg>, len: usize) -> Result<Bytes, String> {
+    let mut buf = BytesMut::with_capacity(len);
+    loop {
+        match s.recv().await.map_err(|e| e.to_string())? {
+            Some(Msg::Data(piece)) => {
+                if buf.len() + piece.len() > len {
+                    return Err(format!("peer sent more than the {len} bytes it announced"));
+                }
+                buf.extend_from_slice(&piece);
+            }
+            None => break,
+            Some(other) => return Err(format!("unexpected message {other:?} in a data stream")),
+        }
+    }
+    if buf.len() != len {
+        return Err(format!(
+            "peer sent {} of the {len} bytes it announced",
+            buf.len()
+        ));
+    }
+    Ok(buf.freeze())
+}
+
+/// Fetches a sealed chunk from a peer and checks it against its id.
+async fn get_remote(conn: &Connection<Msg>, id: ChunkId) -> Result<Option<Bytes>, String> {
+    let mut s = conn.open().await.map_err(|e| e.to_string())?;
+    s.send(&Msg::GetChunk { id })
+        .await
+        .map_err(|e| e.to_string())?;
+    s.finish().await.map_err(|e| e.to_string())?;
+    let len = match s.recv().await.map_err(|e| e.to_string())? {
+        Some(Msg::ChunkFollows { len }) => len as usize,
+        Some(Msg::NotFound) => return Ok(None),
+        other => return Err(format!("unexpected answer {other:?}")),
+    };
+    if len > MAX_CHUNK_SIZE {
+        return Err(format!("peer announced a {len}-byte chunk, over the limit"));
+    }
+    let sealed = recv_pieces(&mut s, len).await?;
+    if ChunkId::of(&sealed) != id {
+        return Err("peer sent bytes that do not match the chunk id".into());
+    }
+    Ok(Some(sealed))
+}
+
+/// Why no verified copy of a chunk could be found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Missing {
+    /// Some copy existed but failed verification.
+    Corrupt,
+    /// No reachable node had it.
+    Unavailable,
+}
+
+/// Finds a verified sealed copy of `id`: locally, then from its replicas, then
+/// from any other peer. A copy fetched for a chunk this node should hold is
+/// written locally (read repair).
+pub(crate) async fn fetch_sealed(shared: &Arc<Shared>, id: ChunkId) -> Result<Bytes, Missing> {
+    let store = shared.chunks.clone();
+    let mut saw_corrupt = false;
+    match blocking(move || store.get(&id)).await {
+        Ok(Ok(bytes)) => return Ok(Bytes::from(bytes)),
+        Ok(Err(drift_store::GetError::Corrupt { .. })) => saw_corrupt = true,
+        Ok(Err(_)) | Err(_) => {}
+    }
+    let (ranked, r) = placement(shared, &id);
+    let i_hold_it = ranked[..r.min(ranked.len())].contains(&shared.me);
+    let conns: Vec<Connection<Msg>> = {
+        let table = shared.members();
+        let mut conns: Vec<_> = ranked.iter().filter_map(|n| table.conn(n)).collect();
+        for c in table.up_conns() {
+            if !conns.iter().any(|k| k.id() == c.id()) {
+                conns.push(c);
+            }
+        }
+        conns
+    };
+    for conn in conns {
+        match get_remote(&conn, id).await {
+            Ok(Some(sealed)) => {
+                if i_hold_it || saw_corrupt {
+                    let store = shared.chunks.clone();
+                    let copy = sealed.clone();
+                    if let Ok(Err(e)) = blocking(move || store.put(&id, &copy)).await {
+                        tracing::warn!(chunk = %id, "read repair failed: {e}");
+                    }
+                }
+                return Ok(sealed);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                saw_corrupt |= e.contains("do not match");
+                tracing::debug!(peer = %conn.peer_id().short(), chunk = %id, "fetch failed: {e}");
+            }
+        }
+    }
+    Err(if saw_corrupt {
+        Missing::Corrupt
+    } else {
+        Missing::Unavailable
+    })
+}
+
+/// Reads a chunk's plaintext, verifying both its id and its key.
+pub(crate) async fn read_plain(
+    shared: &Arc<Shared>,
+    chunk: &ChunkRef,
+) -> Result<Bytes, crate::GetError> {
+    let sealed = fetch_sealed(shared, chunk.id).await.map_err(|m| match m {
+        Missing::Corrupt => crate::GetError::Corrupt { chunk: chunk.id },
+        Missing::Unavailable => crate::GetError::Unavailable { chunk: chunk.id },
+    })?;
+    let keys = shared.keys.convergence.clone();
+    let chunk = chunk.clone();
+    let opened = blocking(move || {
+        let mut buf = BytesMut::from(sealed);
+        keys.open(&chunk, &mut buf).map(|()| buf.freeze())
+    })
+    .await
+    .map_err(|_| crate::GetError::ShuttingDown)?;
+    opened.map_err(|e| match e {
+        drift_crypto::OpenError::IdMismatch { id }
+        | drift_crypto::OpenError::KeyMismatch { id } => crate::GetError::Corrupt { chunk: id },
+    })
+}
+
+/// A `Failed` answer for a request.
+pub(crate) fn failed(kind: FailKind, message: impl Into<String>) -> Msg {
+    Msg::Failed {
+        kind,
+        message: message.into(),
+    }
+}

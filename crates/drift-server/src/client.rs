@@ -1,0 +1,232 @@
+//! A client of one node: what the `drift` CLI uses for put, get, rm, ls and status.
+//!
+//! The client holds the cluster secret and connects in the transport's client
+//! role: it can ask a node to store and read files but is never a storage peer.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use drift_crypto::ClusterSecret;
+use drift_p2p::{Config, ConnectError, Connection, Endpoint, NodeKey, Role, StreamError};
+use drift_store::Version;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::proto::{FailKind, Msg, PIECE_LEN};
+use crate::status::{FileInfo, NodeStatus};
+
+/// Why a client operation failed. Each message is one line for a person.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The node could not be reached or refused the handshake.
+    #[error("cannot reach node {addr}: {source}")]
+    Connect {
+        /// The node's address.
+        addr: SocketAddr,
+        /// Why.
+        source: ConnectError,
+    },
+    /// No such file.
+    #[error("no such file: {0}")]
+    NotFound(String),
+    /// The node answered with an error.
+    #[error("{message}")]
+    Failed {
+        /// What kind.
+        kind: FailKind,
+        /// The node's message.
+        message: String,
+    },
+    /// The connection failed mid-operation.
+    #[error("connection to the node failed: {0}")]
+    Transport(#[from] StreamError),
+    /// Reading the local input failed.
+    #[error("cannot read the input: {0}")]
+    Read(std::io::Error),
+    /// Writing the local output failed.
+    #[error("cannot write the output: {0}")]
+    Write(std::io::Error),
+    /// The node broke the protocol.
+    #[error("the node sent an unexpected answer: {0}")]
+    Protocol(String),
+}
+
+/// A connection to one node.
+pub struct Client {
+    endpoint: Endpoint<Msg>,
+    conn: Connection<Msg>,
+}
+
+impl Client {
+    /// Connects to the node at `addr` with the cluster secret, giving up after `timeout`.
+    pub async fn connect(
+        addr: SocketAddr,
+        secret: &ClusterSecret,
+        timeout: Duration,
+    ) -> Result<Client, ClientError> {
+        let mut config = Config::new(secret, NodeKey::generate(), Role::Client);
+        config.handshake_timeout = timeout;
+        config.request_timeout = timeout.max(Duration::from_secs(10));
+        let (endpoint, _events) = Endpoint::<Msg>::client(config);
+        let conn = endpoint
+            .connect(addr)
+            .await
+            .map_err(|source| ClientError::Connect { addr, source })?;
+        Ok(Client { endpoint, conn })
+    }
+
+    /// Stores `reader`'s bytes as `name`; returns the new version and size.
+    /// `progress` is called with the bytes sent so far.
+    pub async fn put<R: AsyncRead + Unpin>(
+        &self,
+        name: &str,
+        mut reader: R,
+        mut progress: impl FnMut(u64),
+    ) -> Result<(Version, u64), ClientError> {
+        let mut s = self.conn.open().await?;
+        s.send(&Msg::Put {
+            name: name.to_string(),
+        })
+        .await?;
+        let mut sent = 0u64;
+        let send_result: Result<(), ClientError> = async {
+            loop {
+                let mut buf = BytesMut::zeroed(PIECE_LEN);
+                let n = read_some(&mut reader, &mut buf)
+                    .await
+                    .map_err(ClientError::Read)?;
+                if n == 0 {
+                    break;
+                }
+                buf.truncate(n);
+                s.send(&Msg::Data(buf.freeze())).await?;
+                sent += n as u64;
+                progress(sent);
+            }
+            s.finish().await?;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = send_result {
+            // The node may have refused early; its reason beats ours.
+            if !matches!(e, ClientError::Read(_)) {
+                if let Ok(Some(answer)) = s.recv().await {
+                    return Err(into_error(answer, name));
+                }
+            }
+            return Err(e);
+        }
+        match s.recv().await? {
+            Some(Msg::Stored { version, size }) => Ok((version, size)),
+            Some(other) => Err(into_error(other, name)),
+            None => Err(ClientError::Protocol("no answer to a put".into())),
+        }
+    }
+
+    /// Reads `name` into `writer`; returns the file's size. Every byte written
+    /// has been verified by the node; on error, what was written is incomplete
+    /// and the caller must discard it.
+    pub async fn get<W: AsyncWrite + Unpin>(
+        &self,
+        name: &str,
+        mut writer: W,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<u64, ClientError> {
+        let mut s = self.conn.open().await?;
+        s.send(&Msg::Get {
+            name: name.to_string(),
+        })
+        .await?;
+        s.finish().await?;
+        let size = match s.recv().await? {
+            Some(Msg::FileFollows { size }) => size,
+            Some(other) => return Err(into_error(other, name)),
+            None => return Err(ClientError::Protocol("no answer to a get".into())),
+        };
+        let mut got = 0u64;
+        while let Some(msg) = s.recv().await? {
+            match msg {
+                Msg::Data(bytes) => {
+                    got += bytes.len() as u64;
+                    if got > size {
+                        return Err(ClientError::Protocol(
+                            "more bytes than the file's size".into(),
+                        ));
+                    }
+                    writer.write_all(&bytes).await.map_err(ClientError::Write)?;
+                    progress(got, size);
+                }
+                other => return Err(into_error(other, name)),
+            }
+        }
+        if got != size {
+            return Err(ClientError::Protocol(format!(
+                "file ended after {got} of {size} bytes"
+            )));
+        }
+        writer.flush().await.map_err(ClientError::Write)?;
+        Ok(size)
+    }
+
+    /// Deletes `name`.
+    pub async fn delete(&self, name: &str) -> Result<(), ClientError> {
+        match self
+            .conn
+            .request(Msg::Delete {
+                name: name.to_string(),
+            })
+            .await?
+        {
+            Msg::Done => Ok(()),
+            other => Err(into_error(other, name)),
+        }
+    }
+
+    /// Every live file, sorted by name.
+    pub async fn list(&self) -> Result<Vec<FileInfo>, ClientError> {
+        let mut s = self.conn.open().await?;
+        s.send(&Msg::List).await?;
+        s.finish().await?;
+        let mut files = Vec::new();
+        while let Some(msg) = s.recv().await? {
+            match msg {
+                Msg::Listing { files: batch } => files.extend(batch),
+                other => return Err(into_error(other, "")),
+            }
+        }
+        Ok(files)
+    }
+
+    /// The node's status.
+    pub async fn status(&self) -> Result<NodeStatus, ClientError> {
+        match self.conn.request(Msg::Status).await? {
+            Msg::StatusReport { status } => Ok(status),
+            other => Err(into_error(other, "")),
+        }
+    }
+
+    /// Closes the connection.
+    pub async fn close(self) {
+        self.endpoint.shutdown().await;
+    }
+}
+
+async fn read_some<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = reader.read(&mut buf[filled..]).await?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    Ok(filled)
+}
+
+fn into_error(msg: Msg, name: &str) -> ClientError {
+    match msg {
+        Msg::NotFound => ClientError::NotFound(name.to_string()),
+        Msg::Failed { kind, message } => ClientError::Failed { kind, message },
+        other => ClientError::Protocol(format!("{other:?}").chars().take(80).collect()),
+    }
+}

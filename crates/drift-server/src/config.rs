@@ -1,0 +1,79 @@
+//! The node's configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use drift_crypto::{ClusterSecret, DEFAULT_CHUNK_SIZE};
+
+/// Everything `Node::start` needs. [`NodeConfig::new`] fills in production
+/// defaults; tests shorten the timeouts and grace periods.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Where to listen (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// The node's data directory (chunks, index, identity).
+    pub data_dir: PathBuf,
+    /// Peers to contact at start; the rest are found through peer exchange.
+    pub bootstrap: Vec<SocketAddr>,
+    /// Replication factor R, capped by the number of members.
+    pub replicas: usize,
+    /// The cluster secret.
+    pub secret: ClusterSecret,
+    /// Bytes per chunk for new files.
+    pub chunk_size: usize,
+    /// Deadline for one request to a peer.
+    pub request_timeout: Duration,
+    /// How often connections exchange heartbeats.
+    pub heartbeat_interval: Duration,
+    /// A connection silent for this long is closed and its peer marked down.
+    pub idle_timeout: Duration,
+    /// A peer down for this long is declared lost and its replicas re-created elsewhere.
+    pub lost_after: Duration,
+    /// The first reconnect delay; it doubles up to `max_backoff`.
+    pub min_backoff: Duration,
+    /// The longest reconnect delay.
+    pub max_backoff: Duration,
+    /// How often nodes compare name indexes.
+    pub anti_entropy_interval: Duration,
+    /// How often the repair worker runs (it also runs on membership changes).
+    pub repair_interval: Duration,
+    /// How often the scrub worker re-verifies every local chunk.
+    pub scrub_interval: Duration,
+    /// How long an unreferenced chunk is kept before it is collected.
+    pub gc_grace: Duration,
+    /// How long tombstones are kept. A node down longer than this may bring a
+    /// deleted file back, so it is long.
+    pub tombstone_ttl: Duration,
+    /// An optional cap on the bytes of chunk files on this node.
+    pub max_bytes: Option<u64>,
+    /// Most chunks one store or get keeps in flight.
+    pub pipeline_depth: usize,
+}
+
+impl NodeConfig {
+    /// A configuration with production defaults.
+    pub fn new(listen: SocketAddr, data_dir: impl Into<PathBuf>, secret: ClusterSecret) -> Self {
+        Self {
+            listen,
+            data_dir: data_dir.into(),
+            bootstrap: Vec::new(),
+            replicas: 3,
+            secret,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            request_timeout: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(5),
+            lost_after: Duration::from_secs(300),
+            min_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(10),
+            anti_entropy_interval: Duration::from_secs(10),
+            repair_interval: Duration::from_secs(30),
+            scrub_interval: Duration::from_secs(3600),
+            gc_grace: Duration::from_secs(600),
+            tombstone_ttl: Duration::from_secs(30 * 24 * 3600),
+            max_bytes: None,
+            pipeline_depth: 4,
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! The errors of the node's operations, one type per operation.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use drift_crypto::ChunkId;
+
+/// Why a node did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory could not be opened or created.
+    #[error("cannot open data directory {dir}: {source}")]
+    DataDir {
+        /// The directory.
+        dir: PathBuf,
+        /// The store's error.
+        source: drift_store::StoreError,
+    },
+    /// The node's stored state could not be read.
+    #[error("cannot read node state in {dir}: {message}")]
+    State {
+        /// The directory.
+        dir: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}{hint}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+        /// A suggestion, if one is known.
+        hint: &'static str,
+    },
+}
+
+/// Why `store` failed. When it fails, the name is not written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The name is empty, too long, or contains NUL.
+    #[error("invalid file name: {0}")]
+    InvalidName(&'static str),
+    /// Reading the input failed.
+    #[error("cannot read the input: {0}")]
+    Read(#[source] std::io::Error),
+    /// Fewer than a majority of a chunk's replicas stored it.
+    #[error(
+        "not enough replicas for chunk {chunk}: {acks} of {needed} needed acknowledged; are the other nodes up?"
+    )]
+    Unavailable {
+        /// The chunk.
+        chunk: ChunkId,
+        /// Replicas that fsynced it.
+        acks: usize,
+        /// Replicas needed (a majority of R).
+        needed: usize,
+    },
+    /// The file is larger than one entry can describe.
+    #[error("file too large: {0} bytes")]
+    TooLarge(u64),
+    /// The local name index failed.
+    #[error("name index error: {0}")]
+    Index(String),
+    /// The node is shutting down.
+    #[error("node is shutting down")]
+    ShuttingDown,
+}
+
+/// Why `get` failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GetError {
+    /// No live file has this name.
+    #[error("no such file: {0}")]
+    NotFound(String),
+    /// The name is empty, too long, or contains NUL.
+    #[error("invalid file name: {0}")]
+    InvalidName(&'static str),
+    /// Every reachable copy of a chunk failed verification.
+    #[error("integrity error: chunk {chunk} is corrupt on every reachable replica")]
+    Corrupt {
+        /// The chunk.
+        chunk: ChunkId,
+    },
+    /// No reachable node holds a chunk.
+    #[error("chunk {chunk} is unavailable: no reachable node holds it")]
+    Unavailable {
+        /// The chunk.
+        chunk: ChunkId,
+    },
+    /// The file's manifest is unusable.
+    #[error("{0}")]
+    Manifest(String),
+    /// The local name index failed.
+    #[error("name index error: {0}")]
+    Index(String),
+    /// The node is shutting down.
+    #[error("node is shutting down")]
+    ShuttingDown,
+}
+
+/// Why `delete` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteError {
+    /// No live file has this name.
+    #[error("no such file: {0}")]
+    NotFound(String),
+    /// The name is empty, too long, or contains NUL.
+    #[error("invalid file name: {0}")]
+    InvalidName(&'static str),
+    /// The local name index failed.
+    #[error("name index error: {0}")]
+    Index(String),
+}
+
+/// Most bytes in a file name.
+pub const MAX_NAME_LEN: usize = 1024;
+
+/// Checks a file name: UTF-8 (by type), 1..=1024 bytes, no NUL.
+pub fn check_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        Err("names must not be empty")
+    } else if name.len() > MAX_NAME_LEN {
+        Err("names are at most 1024 bytes")
+    } else if name.contains('\0') {
+        Err("names must not contain NUL")
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,415 @@
+//! Files: store, get, delete and list over chunks and the replicated name index.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use drift_crypto::ChunkRef;
+use drift_store::{NameEntry, Version};
+use futures_util::stream::{FuturesOrdered, StreamExt};
+use futures_util::{Stream, future::join_all};
+use tokio::sync::mpsc;
+
+use crate::chunks;
+use crate::error::check_name;
+use crate::manifest::{INLINE_MAX_CHUNKS, MAX_PARTS, Manifest, decode_parts};
+use crate::node::{Shared, blocking};
+use crate::proto::Msg;
+use crate::status::{FileInfo, NodeStatus};
+use crate::{DeleteError, GetError, StoreError};
+
+/// Seals one chunk and writes it to its replicas.
+async fn seal_and_write(shared: Arc<Shared>, mut buf: BytesMut) -> Result<ChunkRef, StoreError> {
+    let keys = shared.keys.convergence.clone();
+    let (chunk, buf) = blocking(move || {
+        let r = keys.seal(&mut buf);
+        (r, buf)
+    })
+    .await
+    .map_err(|_| StoreError::ShuttingDown)?;
+    chunks::write(&shared, chunk.id, buf.freeze())
+        .await
+        .map_err(|(acks, needed)| StoreError::Unavailable {
+            chunk: chunk.id,
+            acks,
+            needed,
+        })?;
+    Ok(chunk)
+}
+
+/// Stores the bytes of `pieces` under `name`: chunks are sealed and written
+/// with at most `pipeline_depth` in flight, then the entry is written and
+/// pushed to every peer.
+pub(crate) async fn store<S>(
+    shared: &Arc<Shared>,
+    name: &str,
+    mut pieces: S,
+) -> Result<Version, StoreError>
+where
+    S: Stream<Item = std::io::Result<Bytes>> + Unpin,
+{
+    check_name(name).map_err(StoreError::InvalidName)?;
+    let chunk_size = shared.config.chunk_size;
+    let depth = shared.config.pipeline_depth.max(1);
+    let mut in_flight = FuturesOrdered::new();
+    let mut refs: Vec<ChunkRef> = Vec::new();
+    let mut size: u64 = 0;
+    let mut buf = BytesMut::with_capacity(chunk_size);
+    let mut input_done = false;
+    while !input_done || !in_flight.is_empty() {
+        if !input_done && in_flight.len() < depth {
+            match pieces.next().await {
+                Some(Ok(mut piece)) => {
+                    size += piece.len() as u64;
+                    while !piece.is_empty() {
+                        let take = (chunk_size - buf.len()).min(piece.len());
+                        buf.extend_from_slice(&piece.split_to(take));
+                        if buf.len() == chunk_size {
+                            let full =
+                                std::mem::replace(&mut buf, BytesMut::with_capacity(chunk_size));
+                            in_flight.push_back(seal_and_write(shared.clone(), full));
+                        }
+                    }
+                    continue;
+                }
+                Some(Err(e)) => return Err(StoreError::Read(e)),
+                None => {
+                    input_done = true;
+                    if !buf.is_empty() {
+                        let last = std::mem::take(&mut buf);
+                        in_flight.push_back(seal_and_write(shared.clone(), last));
+                    }
+                    continue;
+                }
+            }
+        }
+        if let Some(done) = in_flight.next().await {
+            refs.push(done?);
+        }
+    }
+    let manifest = build_manifest(shared, chunk_size, refs).await?;
+    let version = shared.clock().next();
+    let entry = NameEntry {
+        name: name.to_string(),
+        version,
+        deleted: false,
+        size,
+        content: manifest.encode(),
+    };
+    publish(shared, entry).await.map_err(StoreError::Index)?;
+    Ok(version)
+}
+
+/// Small files list their chunks inline; larger ones store the list as sealed parts.
+async fn build_manifest(
+    shared: &Arc<Shared>,
+    chunk_size: usize,
+    refs: Vec<ChunkRef>,
+) -> Result<Manifest, StoreError> {
+    let chunk_size_u32 = chunk_size as u32;
+    if refs.len() <= INLINE_MAX_CHUNKS {
+        return Ok(Manifest::Inline {
+            chunk_size: chunk_size_u32,
+            chunks: refs,
+        });
+    }
+    let n_chunks = refs.len() as u64;
+    let list = postcard::to_allocvec(&refs).map_err(|e| StoreError::Index(e.to_string()))?;
+    let n_parts = list.len().div_ceil(chunk_size);
+    if n_parts > MAX_PARTS {
+        return Err(StoreError::TooLarge(n_chunks * chunk_size as u64));
+    }
+    let parts = join_all(
+        list.chunks(chunk_size)
+            .map(|part| seal_and_write(shared.clone(), BytesMut::from(part))),
+    )
+    .await
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()?;
+    Ok(Manifest::Indirect {
+        chunk_size: chunk_size_u32,
+        n_chunks,
+        parts,
+    })
+}
+
+/// Writes an entry locally and pushes it to every connected peer (best
+/// effort; anti-entropy delivers it to the rest).
+pub(crate) async fn publish(shared: &Arc<Shared>, entry: NameEntry) -> Result<(), String> {
+    let index = shared.index.clone();
+    let local = entry.clone();
+    blocking(move || index.apply(std::slice::from_ref(&local)))
+        .await?
+        .map_err(|e| e.to_string())?;
+    shared.index_changed();
+    let conns = shared.members().up_conns();
+    let msg = Msg::PushEntries {
+        entries: vec![entry],
+    };
+    join_all(conns.iter().map(|c| c.request(msg.clone()))).await;
+    Ok(())
+}
+
+/// The newest entry for `name`: the local one, or, if this node has none
+/// yet, the newest any connected peer has.
+async fn lookup(shared: &Arc<Shared>, name: &str) -> Result<Option<NameEntry>, String> {
+    let index = shared.index.clone();
+    let owned = name.to_string();
+    let local = blocking(move || index.get(&owned))
+        .await?
+        .map_err(|e| e.to_string())?;
+    if local.is_some() {
+        return Ok(local);
+    }
+    let hash = shared.index.name_hash(name);
+    let conns = shared.members().up_conns();
+    let answers = join_all(
+        conns
+            .iter()
+            .map(|c| c.request(Msg::GetEntries { hashes: vec![hash] })),
+    )
+    .await;
+    let newest = answers
+        .into_iter()
+        .filter_map(|a| match a {
+            Ok(Msg::Entries { entries }) => Some(entries),
+            _ => None,
+        })
+        .flatten()
+        .filter(|e| e.name == name)
+        .max_by_key(|e| e.version);
+    if let Some(e) = &newest {
+        crate::sync::apply_entries(shared, vec![e.clone()]).await?;
+    }
+    Ok(newest)
+}
+
+/// Opens `name` for reading.
+pub(crate) async fn get(shared: &Arc<Shared>, name: &str) -> Result<FileReader, GetError> {
+    check_name(name).map_err(GetError::InvalidName)?;
+    let entry = lookup(shared, name).await.map_err(GetError::Index)?;
+    let Some(entry) = entry.filter(|e| !e.deleted) else {
+        return Err(GetError::NotFound(name.to_string()));
+    };
+    let manifest = Manifest::decode(&entry.content, entry.size)
+        .map_err(|e| GetError::Manifest(e.to_string()))?;
+    let (tx, rx) = mpsc::channel(shared.config.pipeline_depth.max(1));
+    let task_shared = shared.clone();
+    let task = tokio::spawn(async move {
+        let cancel = task_shared.cancel.clone();
+        tokio::select! {
+            _ = cancel.cancelled() => { let _ = tx.send(Err(GetError::ShuttingDown)).await; }
+            _ = produce(task_shared, manifest, tx.clone()) => {}
+        }
+    });
+    Ok(FileReader {
+        size: entry.size,
+        version: entry.version,
+        delivered: 0,
+        failed: false,
+        rx,
+        task,
+    })
+}
+
+/// Resolves the chunk list and sends each chunk's plaintext in order.
+async fn produce(
+    shared: Arc<Shared>,
+    manifest: Manifest,
+    tx: mpsc::Sender<Result<Bytes, GetError>>,
+) {
+    let refs = match chunk_list(&shared, manifest).await {
+        Ok(refs) => refs,
+        Err(e) => {
+            let _ = tx.send(Err(e)).await;
+            return;
+        }
+    };
+    let depth = shared.config.pipeline_depth.max(1);
+    let mut reads = futures_util::stream::iter(refs)
+        .map(|r| {
+            let shared = shared.clone();
+            async move { chunks::read_plain(&shared, &r).await }
+        })
+        .buffered(depth);
+    while let Some(result) = reads.next().await {
+        let failed = result.is_err();
+        if tx.send(result).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// The data chunks of a file, reading an indirect manifest's parts if needed.
+pub(crate) async fn chunk_list(
+    shared: &Arc<Shared>,
+    manifest: Manifest,
+) -> Result<Vec<ChunkRef>, GetError> {
+    match manifest {
+        Manifest::Inline { chunks, .. } => Ok(chunks),
+        Manifest::Indirect {
+            n_chunks, parts, ..
+        } => {
+            let mut list = Vec::new();
+            for part in &parts {
+                list.extend_from_slice(&chunks::read_plain(shared, part).await?);
+            }
+            decode_parts(&list, n_chunks).map_err(|e| GetError::Manifest(e.to_string()))
+        }
+    }
+}
+
+/// Deletes `name` with a tombstone newer than its entry.
+pub(crate) async fn delete(shared: &Arc<Shared>, name: &str) -> Result<(), DeleteError> {
+    check_name(name).map_err(DeleteError::InvalidName)?;
+    let entry = lookup(shared, name).await.map_err(DeleteError::Index)?;
+    let Some(entry) = entry.filter(|e| !e.deleted) else {
+        return Err(DeleteError::NotFound(name.to_string()));
+    };
+    let version = {
+        let mut clock = shared.clock();
+        clock.observe(entry.version);
+        clock.next()
+    };
+    let tombstone = NameEntry {
+        name: name.to_string(),
+        version,
+        deleted: true,
+        size: 0,
+        content: Vec::new(),
+    };
+    publish(shared, tombstone).await.map_err(DeleteError::Index)
+}
+
+/// Every live file, sorted by name.
+pub(crate) async fn list(shared: &Arc<Shared>) -> Result<Vec<FileInfo>, GetError> {
+    let index = shared.index.clone();
+    let entries = blocking(move || index.entries())
+        .await
+        .map_err(GetError::Index)?
+        .map_err(|e| GetError::Index(e.to_string()))?;
+    let mut files: Vec<FileInfo> = entries
+        .into_iter()
+        .filter(|e| !e.deleted)
+        .map(|e| FileInfo {
+            name: e.name,
+            size: e.size,
+            version: e.version,
+        })
+        .collect();
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(files)
+}
+
+/// The node's view of itself and the cluster.
+pub(crate) async fn status(shared: &Arc<Shared>) -> NodeStatus {
+    let index = shared.index.clone();
+    let chunks = shared.chunks.clone();
+    let (entries, usage, quarantined) =
+        blocking(move || (index.entries(), chunks.usage(), chunks.quarantined()))
+            .await
+            .unwrap_or_else(|_| (Ok(Vec::new()), Ok(Default::default()), 0));
+    let entries = entries.unwrap_or_default();
+    let usage: drift_store::StoreUsage = usage.unwrap_or_default();
+    let tombstones = entries.iter().filter(|e| e.deleted).count() as u64;
+    let (peers, replicas) = {
+        let table = shared.members();
+        (table.statuses(), table.effective_replicas() as u32)
+    };
+    NodeStatus {
+        node_id: shared.me.to_string(),
+        listen: shared.config.listen,
+        replicas,
+        peers,
+        names: entries.len() as u64 - tombstones,
+        tombstones,
+        chunks: usage.chunks,
+        bytes: usage.bytes,
+        under_replicated: shared
+            .under_replicated
+            .load(std::sync::atomic::Ordering::Relaxed),
+        quarantined,
+    }
+}
+
+/// A file being read: its chunks' plaintext, in order, each verified before
+/// it is handed out. Memory is bounded by the pipeline depth times the chunk
+/// size, whatever the file's size.
+pub struct FileReader {
+    size: u64,
+    version: Version,
+    delivered: u64,
+    failed: bool,
+    rx: mpsc::Receiver<Result<Bytes, GetError>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FileReader {
+    /// The file's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The version of the entry being read.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// The next piece of plaintext, `None` at the end. After an error no
+    /// more pieces follow.
+    pub async fn next_chunk(&mut self) -> Option<Result<Bytes, GetError>> {
+        std::future::poll_fn(|cx| self.poll_piece(cx)).await
+    }
+
+    /// Hands out pieces, and turns an early end (the producer stopped) into
+    /// an error, so a reader can never mistake a short file for a whole one.
+    fn poll_piece(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, GetError>>> {
+        if self.failed {
+            return Poll::Ready(None);
+        }
+        let item = match self.rx.poll_recv(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(item) => item,
+        };
+        let item = match item {
+            Some(Ok(piece)) => {
+                self.delivered += piece.len() as u64;
+                if self.delivered > self.size {
+                    Some(Err(GetError::Manifest(
+                        "file is longer than its entry says".into(),
+                    )))
+                } else {
+                    Some(Ok(piece))
+                }
+            }
+            Some(Err(e)) => Some(Err(e)),
+            None if self.delivered != self.size => Some(Err(GetError::ShuttingDown)),
+            None => None,
+        };
+        self.failed = matches!(item, Some(Err(_)));
+        Poll::Ready(item)
+    }
+
+    /// Reads the whole file into memory (for small files and tests).
+    pub async fn read_to_end(mut self) -> Result<Vec<u8>, GetError> {
+        let mut out = Vec::with_capacity(self.size.min(64 << 20) as usize);
+        while let Some(piece) = self.next_chunk().await {
+            out.extend_from_slice(&piece?);
+        }
+        Ok(out)
+    }
+}
+
+impl Stream for FileReader {
+    type Item = Result<Bytes, GetError>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.poll_piece(cx)
+    }
+}
+
+impl Drop for FileReader {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,241 @@
+//! Background upkeep: repair (every live chunk on its R replicas), garbage
+//! collection of unreferenced chunks after a grace period, tombstone expiry,
+//! and scrub (re-verify local chunks, re-fetch corrupt ones).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use drift_crypto::ChunkId;
+use drift_p2p::PeerId;
+
+use crate::chunks::{self, placement};
+use crate::clock::Clock;
+use crate::manifest::Manifest;
+use crate::node::{Shared, blocking};
+use crate::proto::{MAX_IDS_PER_REQUEST, Msg};
+
+/// What a repair pass did.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct RepairReport {
+    pub pushed: u64,
+    pub under_replicated: u64,
+    pub collected: u64,
+}
+
+/// Every chunk a live entry references, or `None` if some manifest part
+/// could not be read (then nothing may be collected this round).
+async fn live_chunks(shared: &Arc<Shared>) -> Option<HashSet<ChunkId>> {
+    let index = shared.index.clone();
+    let entries = blocking(move || index.entries()).await.ok()?.ok()?;
+    let mut live = HashSet::new();
+    let mut complete = true;
+    for entry in entries.into_iter().filter(|e| !e.deleted) {
+        let Ok(manifest) = Manifest::decode(&entry.content, entry.size) else {
+            complete = false;
+            continue;
+        };
+        live.extend(manifest.direct_ids());
+        if matches!(manifest, Manifest::Indirect { .. }) {
+            match crate::files::chunk_list(shared, manifest).await {
+                Ok(refs) => live.extend(refs.iter().map(|r| r.id)),
+                Err(_) => complete = false,
+            }
+        }
+    }
+    complete.then_some(live)
+}
+
+/// Which of `ids` `peer` holds, asked in batches.
+async fn peer_has(shared: &Arc<Shared>, peer: PeerId, ids: &[ChunkId]) -> Option<Vec<bool>> {
+    let conn = shared.members().conn(&peer)?;
+    let mut bits = Vec::with_capacity(ids.len());
+    for batch in ids.chunks(MAX_IDS_PER_REQUEST) {
+        match conn
+            .request(Msg::HasChunks {
+                ids: batch.to_vec(),
+            })
+            .await
+        {
+            Ok(Msg::Have { bits: b }) if b.len() == batch.len() => bits.extend(b),
+            _ => return None,
+        }
+    }
+    Some(bits)
+}
+
+/// One pass: push every live local chunk to those of its replicas that lack
+/// it, hand off chunks this node holds only as a fallback, and collect
+/// chunks unreferenced for longer than the grace period.
+pub(crate) async fn repair_pass(shared: &Arc<Shared>) -> RepairReport {
+    let mut report = RepairReport::default();
+    let live = live_chunks(shared).await;
+    let store = shared.chunks.clone();
+    let local: Vec<ChunkId> =
+        match blocking(move || store.ids().filter_map(Result::ok).collect()).await {
+            Ok(ids) => ids,
+            Err(_) => return report,
+        };
+    // Group the live local chunks by the peers that should also hold them.
+    let mut wanted_on: HashMap<PeerId, Vec<ChunkId>> = HashMap::new();
+    let mut targets_of: HashMap<ChunkId, Vec<PeerId>> = HashMap::new();
+    let mut dead = Vec::new();
+    for id in &local {
+        let is_live = live.as_ref().is_none_or(|l| l.contains(id));
+        if !is_live {
+            dead.push(*id);
+            continue;
+        }
+        let (ranked, r) = placement(shared, id);
+        let targets: Vec<PeerId> = ranked.into_iter().take(r).collect();
+        for t in targets.iter().filter(|t| **t != shared.me) {
+            wanted_on.entry(*t).or_default().push(*id);
+        }
+        targets_of.insert(*id, targets);
+    }
+    let mut held: HashMap<ChunkId, usize> = HashMap::new();
+    for (peer, ids) in &wanted_on {
+        let Some(bits) = peer_has(shared, *peer, ids).await else {
+            continue;
+        };
+        for (id, has) in ids.iter().zip(bits) {
+            let ok = has || push(shared, *peer, *id).await;
+            if ok {
+                *held.entry(*id).or_default() += 1;
+                report.pushed += u64::from(!has);
+            }
+        }
+    }
+    for (id, targets) in &targets_of {
+        let me_target = targets.contains(&shared.me);
+        let copies = held.get(id).copied().unwrap_or(0) + usize::from(me_target);
+        if copies < targets.len() {
+            report.under_replicated += 1;
+        } else if !me_target {
+            // Every replica holds it; this node only kept it as a fallback.
+            let store = shared.chunks.clone();
+            let id = *id;
+            let _ = blocking(move || store.delete(&id)).await;
+        }
+    }
+    shared
+        .under_replicated
+        .store(report.under_replicated, Ordering::Relaxed);
+    if live.is_some() {
+        report.collected = collect(shared, dead).await;
+    }
+    expire_tombstones(shared).await;
+    report
+}
+
+async fn push(shared: &Arc<Shared>, peer: PeerId, id: ChunkId) -> bool {
+    let store = shared.chunks.clone();
+    let Ok(Ok(sealed)) = blocking(move || store.get(&id)).await else {
+        return false;
+    };
+    chunks::put_on(shared, peer, id, sealed.into()).await
+}
+
+/// Deletes chunks that have stayed unreferenced for the grace period.
+async fn collect(shared: &Arc<Shared>, unreferenced: Vec<ChunkId>) -> u64 {
+    let now = Instant::now();
+    let grace = shared.config.gc_grace;
+    let doomed: Vec<ChunkId> = {
+        let mut seen = shared
+            .gc_candidates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let still: HashSet<ChunkId> = unreferenced.iter().copied().collect();
+        seen.retain(|id, _| still.contains(id));
+        unreferenced
+            .into_iter()
+            .filter(|id| now.duration_since(*seen.entry(*id).or_insert(now)) >= grace)
+            .collect()
+    };
+    let store = shared.chunks.clone();
+    let n = blocking(move || {
+        doomed
+            .iter()
+            .filter(|id| matches!(store.delete(id), Ok(true)))
+            .count()
+    })
+    .await
+    .unwrap_or(0);
+    n as u64
+}
+
+async fn expire_tombstones(shared: &Arc<Shared>) {
+    let ttl_ms = shared.config.tombstone_ttl.as_millis() as u64;
+    let cutoff = Clock::now_time().saturating_sub(ttl_ms << 16);
+    let index = shared.index.clone();
+    if let Ok(Ok(n)) = blocking(move || index.purge_tombstones(cutoff)).await {
+        if n > 0 {
+            shared.index_changed();
+        }
+    }
+}
+
+/// Runs repair passes periodically and whenever membership changes.
+pub(crate) async fn run_repair(shared: Arc<Shared>) {
+    let every = shared.config.repair_interval;
+    loop {
+        tokio::select! {
+            _ = shared.cancel.cancelled() => break,
+            _ = shared.wake_repair.notified() => {}
+            _ = tokio::time::sleep(every) => {}
+        }
+        tokio::select! {
+            _ = shared.cancel.cancelled() => break,
+            r = repair_pass(&shared) => {
+                if r.pushed + r.collected > 0 {
+                    tracing::info!(pushed = r.pushed, collected = r.collected, under_replicated = r.under_replicated, "repair pass");
+                }
+            }
+        }
+    }
+}
+
+/// Re-verifies every local chunk; returns (corrupt found, repaired).
+pub(crate) async fn scrub_pass(shared: &Arc<Shared>) -> (u64, u64) {
+    let store = shared.chunks.clone();
+    let ids: Vec<ChunkId> = blocking(move || store.ids().filter_map(Result::ok).collect())
+        .await
+        .unwrap_or_default();
+    let (mut corrupt, mut repaired) = (0, 0);
+    for id in ids {
+        if shared.cancel.is_cancelled() {
+            break;
+        }
+        let store = shared.chunks.clone();
+        let verdict = blocking(move || store.get(&id)).await;
+        if let Ok(Err(drift_store::GetError::Corrupt { .. })) = verdict {
+            corrupt += 1;
+            tracing::warn!(chunk = %id, "scrub found a corrupt chunk; fetching a good copy");
+            // fetch_sealed writes the verified copy back after local corruption.
+            if chunks::fetch_sealed(shared, id).await.is_ok() {
+                repaired += 1;
+            }
+        }
+    }
+    (corrupt, repaired)
+}
+
+/// Runs scrub passes until shutdown.
+pub(crate) async fn run_scrub(shared: Arc<Shared>) {
+    let every = shared.config.scrub_interval;
+    loop {
+        tokio::select! {
+            _ = shared.cancel.cancelled() => break,
+            _ = tokio::time::sleep(every) => {}
+        }
+        tokio::select! {
+            _ = shared.cancel.cancelled() => break,
+            (found, fixed) = scrub_pass(&shared) => {
+                if found > 0 {
+                    tracing::info!(found, fixed, "scrub pass");
+                }
+            }
+        }
+    }
+}

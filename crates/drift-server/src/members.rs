@@ -1,0 +1,402 @@
+//! Membership: who is in the cluster, how to reach them, and whether they are up.
+//!
+//! Every node dials every member it knows (bootstrap addresses, peers learnt
+//! through peer exchange, and members remembered from earlier runs). When two
+//! nodes dial each other at once, both keep the connection dialed by the node
+//! with the smaller id, so each pair ends with one connection. A peer whose
+//! connection drops is *down* and redialed with exponential backoff; after
+//! `lost_after` it is *lost*, leaves placement, and its replicas are re-created
+//! elsewhere. It rejoins placement as soon as it connects again.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use drift_p2p::{Connection, Event, Events, PeerId, Role};
+use drift_store::NameIndex;
+
+use crate::config::NodeConfig;
+use crate::node::Shared;
+use crate::proto::{Msg, PeerAddr};
+use crate::status::{PeerState, PeerStatus};
+
+const META_MEMBERS: &str = "members";
+
+/// One other node.
+pub(crate) struct Member {
+    pub addr: SocketAddr,
+    pub conn: Option<Connection<Msg>>,
+    pub state: PeerState,
+    pub since: Instant,
+    backoff: Duration,
+    next_dial: Instant,
+    dialing: bool,
+}
+
+/// A bootstrap address whose node we have not met yet.
+struct Bootstrap {
+    backoff: Duration,
+    next_dial: Instant,
+    dialing: bool,
+}
+
+/// The membership table.
+pub(crate) struct Members {
+    me: PeerId,
+    min_backoff: Duration,
+    max_backoff: Duration,
+    lost_after: Duration,
+    replicas: usize,
+    pub by_id: HashMap<PeerId, Member>,
+    bootstrap: HashMap<SocketAddr, Bootstrap>,
+}
+
+impl Members {
+    pub fn new(me: PeerId, config: &NodeConfig) -> Self {
+        Self {
+            me,
+            min_backoff: config.min_backoff,
+            max_backoff: config.max_backoff,
+            lost_after: config.lost_after,
+            replicas: config.replicas.max(1),
+            by_id: HashMap::new(),
+            bootstrap: HashMap::new(),
+        }
+    }
+
+    /// Records a member we heard of; returns true if it is new.
+    pub fn learn(&mut self, id: PeerId, addr: SocketAddr) -> bool {
+        if id == self.me {
+            return false;
+        }
+        if let Some(m) = self.by_id.get_mut(&id) {
+            if m.conn.is_none() {
+                m.addr = addr;
+            }
+            return false;
+        }
+        self.bootstrap.remove(&addr);
+        let now = Instant::now();
+        self.by_id.insert(
+            id,
+            Member {
+                addr,
+                conn: None,
+                state: PeerState::Down,
+                since: now,
+                backoff: self.min_backoff,
+                next_dial: now,
+                dialing: false,
+            },
+        );
+        true
+    }
+
+    pub fn add_bootstrap(&mut self, addr: SocketAddr) {
+        if self.by_id.values().any(|m| m.addr == addr) {
+            return;
+        }
+        self.bootstrap.insert(
+            addr,
+            Bootstrap {
+                backoff: self.min_backoff,
+                next_dial: Instant::now(),
+                dialing: false,
+            },
+        );
+    }
+
+    /// The nodes chunks may be placed on: this node and every member not lost.
+    pub fn placement_nodes(&self) -> Vec<PeerId> {
+        let mut nodes: Vec<PeerId> = self
+            .by_id
+            .iter()
+            .filter(|(_, m)| m.state != PeerState::Lost)
+            .map(|(id, _)| *id)
+            .collect();
+        nodes.push(self.me);
+        nodes
+    }
+
+    /// R in force: the configured factor capped by the number of placement nodes.
+    pub fn effective_replicas(&self) -> usize {
+        self.replicas.min(self.placement_nodes().len())
+    }
+
+    /// The live connection to `id`, if it is up.
+    pub fn conn(&self, id: &PeerId) -> Option<Connection<Msg>> {
+        self.by_id
+            .get(id)
+            .and_then(|m| m.conn.clone())
+            .filter(|c| !c.is_closed())
+    }
+
+    /// Connections to every member that is up.
+    pub fn up_conns(&self) -> Vec<Connection<Msg>> {
+        self.by_id
+            .values()
+            .filter_map(|m| m.conn.clone())
+            .filter(|c| !c.is_closed())
+            .collect()
+    }
+
+    pub fn peer_addrs(&self) -> Vec<PeerAddr> {
+        self.by_id
+            .iter()
+            .filter(|(_, m)| m.state != PeerState::Lost)
+            .map(|(id, m)| PeerAddr {
+                id: id.0,
+                addr: m.addr,
+            })
+            .collect()
+    }
+
+    pub fn statuses(&self) -> Vec<PeerStatus> {
+        let mut out: Vec<PeerStatus> = self
+            .by_id
+            .iter()
+            .map(|(id, m)| PeerStatus {
+                id: id.to_string(),
+                addr: m.addr,
+                state: m.state,
+                since_secs: m.since.elapsed().as_secs(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.addr.cmp(&b.addr));
+        out
+    }
+
+    fn remembered(&self) -> Vec<([u8; 32], SocketAddr)> {
+        self.by_id.iter().map(|(id, m)| (id.0, m.addr)).collect()
+    }
+
+    /// Marks members down longer than `lost_after` as lost; true if any changed.
+    fn expire(&mut self, now: Instant) -> bool {
+        let mut changed = false;
+        for m in self.by_id.values_mut() {
+            if m.state == PeerState::Down && now.duration_since(m.since) >= self.lost_after {
+                m.state = PeerState::Lost;
+                m.since = now;
+                changed = true;
+            }
+        }
+        changed
+    }
+}
+
+/// The members remembered from an earlier run.
+pub(crate) fn load(index: &NameIndex) -> Result<Vec<(PeerId, SocketAddr)>, String> {
+    let Some(bytes) = index.get_meta(META_MEMBERS).map_err(|e| e.to_string())? else {
+        return Ok(Vec::new());
+    };
+    let list: Vec<([u8; 32], SocketAddr)> = postcard::from_bytes(&bytes)
+        .map_err(|e| format!("remembered member list is malformed: {e}"))?;
+    Ok(list.into_iter().map(|(id, a)| (PeerId(id), a)).collect())
+}
+
+async fn remember(shared: &Arc<Shared>) {
+    let list = shared.members().remembered();
+    let index = shared.index.clone();
+    let Ok(bytes) = postcard::to_allocvec(&list) else {
+        return;
+    };
+    let res = crate::node::blocking(move || index.set_meta(META_MEMBERS, &bytes)).await;
+    if let Err(e) | Ok(Err(e)) = res.map(|r| r.map_err(|e| e.to_string())) {
+        tracing::warn!("cannot save the member list: {e}");
+    }
+}
+
+/// Handles the transport's events until shutdown.
+pub(crate) async fn run_events(shared: Arc<Shared>, mut events: Events<Msg>) {
+    let mut handlers = tokio::task::JoinSet::new();
+    loop {
+        let event = tokio::select! {
+            _ = shared.cancel.cancelled() => break,
+            ev = events.recv() => match ev { Some(ev) => ev, None => break },
+        };
+        while handlers.try_join_next().is_some() {}
+        match event {
+            Event::Connected(conn) => on_connected(&shared, conn, &mut handlers),
+            Event::Disconnected { conn, reason } => on_disconnected(&shared, &conn, &reason),
+            Event::Stream { conn, stream } => {
+                let shared = shared.clone();
+                handlers.spawn(async move { crate::serve::handle(shared, conn, stream).await });
+            }
+        }
+    }
+    handlers.abort_all();
+    while handlers.join_next().await.is_some() {}
+}
+
+fn on_connected(
+    shared: &Arc<Shared>,
+    conn: Connection<Msg>,
+    handlers: &mut tokio::task::JoinSet<()>,
+) {
+    if conn.role() != Role::Node {
+        return;
+    }
+    let peer = conn.peer_id();
+    if peer == shared.me {
+        conn.close("connected to itself");
+        return;
+    }
+    let addr = conn.listen_addr().unwrap_or_else(|| conn.remote_addr());
+    let is_new;
+    {
+        let mut table = shared.members();
+        is_new = table.learn(peer, addr);
+        let min_backoff = table.min_backoff;
+        let Some(m) = table.by_id.get_mut(&peer) else {
+            return;
+        };
+        if let Some(old) = m
+            .conn
+            .as_ref()
+            .filter(|c| !c.is_closed() && c.id() != conn.id())
+        {
+            // Two connections for one pair: both sides keep the one dialed by
+            // the smaller id, so they agree without talking.
+            let preferred_dialer = shared.me.min(peer);
+            let dialer = |c: &Connection<Msg>| if c.is_outbound() { shared.me } else { peer };
+            let keep_new = dialer(&conn) == preferred_dialer && dialer(old) != preferred_dialer;
+            if !keep_new {
+                conn.close("duplicate connection");
+                return;
+            }
+            old.close("duplicate connection");
+        }
+        m.addr = addr;
+        m.conn = Some(conn.clone());
+        if m.state != PeerState::Up {
+            m.state = PeerState::Up;
+            m.since = Instant::now();
+        }
+        m.backoff = min_backoff;
+    }
+    tracing::info!(peer = %peer.short(), %addr, "peer up");
+    shared.wake_repair.notify_one();
+    let shared = shared.clone();
+    handlers.spawn(async move {
+        exchange_peers(&shared, &conn).await;
+        crate::sync::sync_with(&shared, &conn).await;
+        if is_new {
+            remember(&shared).await;
+        }
+    });
+}
+
+fn on_disconnected(shared: &Arc<Shared>, conn: &Connection<Msg>, reason: &str) {
+    let peer = conn.peer_id();
+    let mut table = shared.members();
+    let min_backoff = table.min_backoff;
+    let Some(m) = table.by_id.get_mut(&peer) else {
+        return;
+    };
+    if m.conn.as_ref().is_some_and(|c| c.id() == conn.id()) {
+        m.conn = None;
+        m.state = PeerState::Down;
+        m.since = Instant::now();
+        m.backoff = min_backoff;
+        m.next_dial = Instant::now() + min_backoff;
+        tracing::info!(peer = %peer.short(), reason, "peer down");
+        shared.wake_dialer.notify_one();
+    }
+}
+
+async fn exchange_peers(shared: &Arc<Shared>, conn: &Connection<Msg>) {
+    let Ok(Msg::PeerList { peers }) = conn.request(Msg::Peers).await else {
+        return;
+    };
+    let mut learnt = false;
+    {
+        let mut table = shared.members();
+        for p in peers.into_iter().take(1024) {
+            learnt |= table.learn(PeerId(p.id), p.addr);
+        }
+    }
+    if learnt {
+        shared.wake_dialer.notify_one();
+        remember(shared).await;
+    }
+}
+
+/// Dials members and bootstrap addresses that have no connection, with
+/// backoff, and declares long-down members lost.
+pub(crate) async fn run_dialer(shared: Arc<Shared>) {
+    let tick = shared
+        .config
+        .min_backoff
+        .clamp(Duration::from_millis(20), Duration::from_millis(500));
+    let mut dials = tokio::task::JoinSet::new();
+    loop {
+        while dials.try_join_next().is_some() {}
+        let now = Instant::now();
+        let mut due = Vec::new();
+        let lost_changed;
+        {
+            let mut table = shared.members();
+            lost_changed = table.expire(now);
+            let max = table.max_backoff;
+            for (id, m) in table.by_id.iter_mut() {
+                if m.conn.as_ref().is_none_or(|c| c.is_closed()) && !m.dialing && m.next_dial <= now
+                {
+                    m.dialing = true;
+                    m.next_dial = now + m.backoff;
+                    m.backoff = (m.backoff * 2).min(max);
+                    due.push((Some(*id), m.addr));
+                }
+            }
+            for (addr, b) in table.bootstrap.iter_mut() {
+                if !b.dialing && b.next_dial <= now {
+                    b.dialing = true;
+                    b.next_dial = now + b.backoff;
+                    b.backoff = (b.backoff * 2).min(max);
+                    due.push((None, *addr));
+                }
+            }
+        }
+        if lost_changed {
+            shared.wake_repair.notify_one();
+        }
+        for (id, addr) in due {
+            let shared = shared.clone();
+            dials.spawn(async move {
+                let result = shared.endpoint.connect(addr).await;
+                let mut table = shared.members();
+                match id {
+                    Some(id) => {
+                        if let Some(m) = table.by_id.get_mut(&id) {
+                            m.dialing = false;
+                        }
+                    }
+                    None => {
+                        if let Some(b) = table.bootstrap.get_mut(&addr) {
+                            b.dialing = false;
+                        }
+                    }
+                }
+                match result {
+                    // The transport announces the connection as an event, where it is registered.
+                    Ok(conn) => {
+                        if id.is_none() {
+                            table.bootstrap.remove(&addr);
+                        }
+                        if conn.peer_id() == shared.me {
+                            conn.close("connected to itself");
+                        }
+                    }
+                    Err(e) => tracing::debug!(%addr, "dial failed: {e}"),
+                }
+            });
+        }
+        tokio::select! {
+            _ = shared.cancel.cancelled() => break,
+            _ = shared.wake_dialer.notified() => {}
+            _ = tokio::time::sleep(tick) => {}
+        }
+    }
+    dials.abort_all();
+    while dials.join_next().await.is_some() {}
+}

@@ -1,0 +1,285 @@
+//! The node: its shared state, start-up, shutdown and public API.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use drift_crypto::{ChunkId, Keys};
+use drift_p2p::{Config as P2pConfig, Endpoint, NodeKey, PeerId, Role};
+use drift_store::{ChunkStore, NameIndex, StoreOptions};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::config::NodeConfig;
+use crate::error::StartError;
+use crate::files::FileReader;
+use crate::members::Members;
+use crate::proto::Msg;
+use crate::status::{FileInfo, NodeStatus};
+use crate::{DeleteError, GetError, StoreError, members, sync};
+
+const META_NODE_KEY: &str = "node_key";
+
+/// State shared by the node's tasks. Locks are std mutexes, never held across an await.
+pub(crate) struct Shared {
+    pub config: NodeConfig,
+    pub keys: Keys,
+    pub me: PeerId,
+    pub chunks: Arc<ChunkStore>,
+    pub index: Arc<NameIndex>,
+    pub endpoint: Endpoint<Msg>,
+    pub members: Mutex<Members>,
+    pub clock: Mutex<Clock>,
+    /// Bumped whenever the name index changes, so its digest can be cached.
+    pub index_generation: AtomicU64,
+    pub digest_cache: Mutex<Option<(u64, [u8; 32], u64)>>,
+    pub under_replicated: AtomicU64,
+    /// Chunks seen unreferenced, and since when (the GC grace clock).
+    pub gc_candidates: Mutex<HashMap<ChunkId, Instant>>,
+    pub wake_repair: Notify,
+    pub wake_dialer: Notify,
+    pub cancel: CancellationToken,
+}
+
+impl Shared {
+    pub fn members(&self) -> MutexGuard<'_, Members> {
+        // A poisoned lock means a task panicked while holding it; the table
+        // itself is still consistent (every update is a single assignment).
+        self.members.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn clock(&self) -> MutexGuard<'_, Clock> {
+        self.clock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn index_changed(&self) {
+        self.index_generation.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Runs a blocking store or index call off the async runtime.
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T, String>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("storage task failed: {e}"))
+}
+
+/// A running drift node. Cheap to clone; every clone drives the same node.
+#[derive(Clone)]
+pub struct Node {
+    pub(crate) shared: Arc<Shared>,
+    tasks: Arc<tokio::sync::Mutex<JoinSet<()>>>,
+}
+
+impl Node {
+    /// Opens the data directory, restores the node's identity and index, binds
+    /// the listen address and starts membership, anti-entropy, repair and scrub.
+    pub async fn start(config: NodeConfig) -> Result<Node, StartError> {
+        let keys = config.secret.keys();
+        let dir = config.data_dir.clone();
+        let opts = StoreOptions {
+            max_bytes: config.max_bytes,
+            ..StoreOptions::default()
+        };
+        let (chunks, index) = {
+            let dir = dir.clone();
+            let keys = keys.clone();
+            let join_dir = dir.clone();
+            tokio::task::spawn_blocking(move || {
+                let chunks =
+                    ChunkStore::open_with(&dir, opts).map_err(|source| StartError::DataDir {
+                        dir: dir.clone(),
+                        source,
+                    })?;
+                let index = NameIndex::open(&dir, &keys).map_err(|source| StartError::DataDir {
+                    dir: dir.clone(),
+                    source,
+                })?;
+                Ok::<_, StartError>((chunks, index))
+            })
+            .await
+            .map_err(|e| StartError::State {
+                dir: join_dir,
+                message: e.to_string(),
+            })??
+        };
+        let state_err = |message: String| StartError::State {
+            dir: dir.clone(),
+            message,
+        };
+        let node_key = load_or_create_identity(&index).map_err(state_err)?;
+        let me = node_key.peer_id();
+        let known = members::load(&index).map_err(state_err)?;
+        let last_version = index
+            .entries()
+            .map_err(|e| state_err(e.to_string()))?
+            .iter()
+            .map(|e| e.version.time)
+            .max()
+            .unwrap_or(0);
+
+        let mut p2p = P2pConfig::new(&config.secret, node_key, Role::Node);
+        p2p.advertise = Some(config.listen);
+        p2p.request_timeout = config.request_timeout;
+        p2p.heartbeat_interval = config.heartbeat_interval;
+        p2p.idle_timeout = config.idle_timeout;
+        p2p.handshake_timeout = config.request_timeout.min(Duration::from_secs(5));
+        let (endpoint, events) =
+            Endpoint::<Msg>::bind(config.listen, p2p)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    hint: if source.kind() == std::io::ErrorKind::AddrInUse {
+                        " (is another drift node already running there? pick another --listen port)"
+                    } else {
+                        ""
+                    },
+                    source,
+                })?;
+        let mut config = config;
+        if config.listen.port() == 0 {
+            if let Some(bound) = endpoint.local_addr() {
+                config.listen = bound;
+            }
+        }
+        let node_bits = u64::from_be_bytes(me.0[..8].try_into().unwrap_or([0; 8]));
+        let mut table = Members::new(me, &config);
+        for (id, addr) in known {
+            table.learn(id, addr);
+        }
+        for addr in &config.bootstrap {
+            table.add_bootstrap(*addr);
+        }
+        let shared = Arc::new(Shared {
+            keys,
+            me,
+            chunks: Arc::new(chunks),
+            index: Arc::new(index),
+            endpoint,
+            members: Mutex::new(table),
+            clock: Mutex::new(Clock::new(node_bits, last_version)),
+            index_generation: AtomicU64::new(0),
+            digest_cache: Mutex::new(None),
+            under_replicated: AtomicU64::new(0),
+            gc_candidates: Mutex::new(HashMap::new()),
+            wake_repair: Notify::new(),
+            wake_dialer: Notify::new(),
+            cancel: CancellationToken::new(),
+            config,
+        });
+        let mut tasks = JoinSet::new();
+        tasks.spawn(members::run_events(shared.clone(), events));
+        tasks.spawn(members::run_dialer(shared.clone()));
+        tasks.spawn(sync::run_anti_entropy(shared.clone()));
+        tasks.spawn(crate::maintenance::run_repair(shared.clone()));
+        tasks.spawn(crate::maintenance::run_scrub(shared.clone()));
+        tracing::info!(node = %me, listen = %shared.config.listen, "node started");
+        Ok(Node {
+            shared,
+            tasks: Arc::new(tokio::sync::Mutex::new(tasks)),
+        })
+    }
+
+    /// This node's id, derived from its persistent identity key.
+    pub fn id(&self) -> PeerId {
+        self.shared.me
+    }
+
+    /// The address the node listens on (the bound port when 0 was asked for).
+    pub fn listen_addr(&self) -> std::net::SocketAddr {
+        self.shared.config.listen
+    }
+
+    /// Stores `reader`'s bytes under `name`, replacing any earlier file of
+    /// that name. Returns once a majority of every chunk's replicas have
+    /// fsynced it and the entry is written; on error the name is unchanged.
+    pub async fn store<R>(&self, name: &str, reader: R) -> Result<drift_store::Version, StoreError>
+    where
+        R: tokio::io::AsyncRead + Unpin + Send,
+    {
+        let pieces = tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024);
+        crate::files::store(&self.shared, name, pieces).await
+    }
+
+    /// Opens `name` for reading, from local or remote replicas, verifying
+    /// every chunk. A missing or deleted name is [`GetError::NotFound`] at once.
+    pub async fn get(&self, name: &str) -> Result<FileReader, GetError> {
+        crate::files::get(&self.shared, name).await
+    }
+
+    /// Deletes `name` by writing a tombstone that replicates to every node.
+    pub async fn delete(&self, name: &str) -> Result<(), DeleteError> {
+        crate::files::delete(&self.shared, name).await
+    }
+
+    /// Every live file, sorted by name.
+    pub async fn list(&self) -> Result<Vec<FileInfo>, GetError> {
+        crate::files::list(&self.shared).await
+    }
+
+    /// The node's view of itself and its peers.
+    pub async fn status(&self) -> NodeStatus {
+        crate::files::status(&self.shared).await
+    }
+
+    /// Runs one repair pass now (it also runs periodically and on membership
+    /// changes) and returns how many chunks it copied to replicas.
+    pub async fn repair_now(&self) -> u64 {
+        crate::maintenance::repair_pass(&self.shared).await.pushed
+    }
+
+    /// Re-verifies every local chunk now, repairing corrupt ones from
+    /// replicas; returns (corrupt chunks found, chunks repaired).
+    pub async fn scrub_now(&self) -> (u64, u64) {
+        crate::maintenance::scrub_pass(&self.shared).await
+    }
+
+    /// Compares name indexes with every connected peer now.
+    pub async fn sync_now(&self) {
+        sync::sync_all(&self.shared).await
+    }
+
+    /// Stops the node: closes connections, stops its workers and waits for
+    /// them (bounded). State on disk is already durable.
+    pub async fn shutdown(&self) {
+        self.shared.cancel.cancel();
+        self.shared.endpoint.shutdown().await;
+        let mut tasks = self.tasks.lock().await;
+        let drain = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(5), drain)
+            .await
+            .is_err()
+        {
+            tracing::warn!("node tasks did not stop within 5 s; aborting them");
+            tasks.abort_all();
+        }
+    }
+}
+
+fn load_or_create_identity(index: &NameIndex) -> Result<NodeKey, String> {
+    // The store seals meta values with the cluster secret, so the key is
+    // never on disk in plain form.
+    match index.get_meta(META_NODE_KEY).map_err(|e| e.to_string())? {
+        Some(raw) => {
+            let bytes: [u8; 32] = raw
+                .as_slice()
+                .try_into()
+                .map_err(|_| "the stored node identity is malformed".to_string())?;
+            Ok(NodeKey::from_private_bytes(bytes))
+        }
+        None => {
+            let key = NodeKey::generate();
+            index
+                .set_meta(META_NODE_KEY, &key.private_bytes())
+                .map_err(|e| e.to_string())?;
+            Ok(key)
+        }
+    }
+}

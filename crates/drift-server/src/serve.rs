@@ -1,0 +1,320 @@
+//! Serving the streams peers and clients open.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use drift_crypto::MAX_CHUNK_SIZE;
+use drift_p2p::{Connection, Role, Stream};
+use futures_util::stream;
+
+use crate::chunks::{failed, recv_pieces, send_pieces};
+use crate::node::{Shared, blocking};
+use crate::proto::{FailKind, MAX_IDS_PER_REQUEST, MAX_VERSIONS_PER_MESSAGE, Msg, PIECE_LEN};
+use crate::{DeleteError, GetError, StoreError};
+
+/// Most bytes of entries in one `Entries` or `Listing` message.
+const ENTRY_BATCH_BYTES: usize = 40 * 1024;
+
+/// Answers one stream. Errors are answered with `Failed` where the stream is
+/// still usable; the stream is simply dropped (reset) otherwise.
+pub(crate) async fn handle(shared: Arc<Shared>, conn: Connection<Msg>, mut s: Stream<Msg>) {
+    let request = match s.recv().await {
+        Ok(Some(m)) => m,
+        Ok(None) | Err(_) => return,
+    };
+    let node_only = matches!(
+        request,
+        Msg::PutChunk { .. }
+            | Msg::GetChunk { .. }
+            | Msg::HasChunks { .. }
+            | Msg::PushEntries { .. }
+            | Msg::IndexDigest
+            | Msg::IndexVersions
+            | Msg::GetEntries { .. }
+            | Msg::Peers
+    );
+    if node_only && conn.role() != Role::Node {
+        let _ = reply(
+            &mut s,
+            failed(FailKind::BadRequest, "clients may not send node requests"),
+        )
+        .await;
+        return;
+    }
+    let result = match request {
+        Msg::PutChunk { id, len } => put_chunk(&shared, &mut s, id, len).await,
+        Msg::GetChunk { id } => get_chunk(&shared, &mut s, id).await,
+        Msg::HasChunks { ids } => {
+            if ids.len() > MAX_IDS_PER_REQUEST {
+                reply(&mut s, failed(FailKind::BadRequest, "too many ids")).await
+            } else {
+                let store = shared.chunks.clone();
+                let bits = blocking(move || ids.iter().map(|id| store.has(id)).collect())
+                    .await
+                    .unwrap_or_default();
+                reply(&mut s, Msg::Have { bits }).await
+            }
+        }
+        Msg::PushEntries { entries } => match crate::sync::apply_entries(&shared, entries).await {
+            Ok(_) => reply(&mut s, Msg::Done).await,
+            Err(e) => reply(&mut s, failed(FailKind::Internal, e)).await,
+        },
+        Msg::IndexDigest => {
+            let (digest, n_entries) = crate::sync::local_digest(&shared).await;
+            reply(&mut s, Msg::Digest { digest, n_entries }).await
+        }
+        Msg::IndexVersions => index_versions(&shared, &mut s).await,
+        Msg::GetEntries { hashes } => get_entries(&shared, &mut s, hashes).await,
+        Msg::Peers => {
+            let mut peers = shared.members().peer_addrs();
+            peers.push(crate::proto::PeerAddr {
+                id: shared.me.0,
+                addr: shared.config.listen,
+            });
+            reply(&mut s, Msg::PeerList { peers }).await
+        }
+        Msg::Put { name } => client_put(&shared, &mut s, &name).await,
+        Msg::Get { name } => client_get(&shared, &mut s, &name).await,
+        Msg::Delete { name } => {
+            let answer = match crate::files::delete(&shared, &name).await {
+                Ok(()) => Msg::Done,
+                Err(DeleteError::NotFound(_)) => Msg::NotFound,
+                Err(e @ DeleteError::InvalidName(_)) => failed(FailKind::BadRequest, e.to_string()),
+                Err(e) => failed(FailKind::Internal, e.to_string()),
+            };
+            reply(&mut s, answer).await
+        }
+        Msg::List => list(&shared, &mut s).await,
+        Msg::Status => {
+            let status = crate::files::status(&shared).await;
+            reply(&mut s, Msg::StatusReport { status }).await
+        }
+        other => {
+            let name = format!("{other:?}");
+            let name = name.split([' ', '(', '{']).next().unwrap_or("message");
+            reply(
+                &mut s,
+                failed(FailKind::BadRequest, format!("{name} is not a request")),
+            )
+            .await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(peer = %conn.peer_id().short(), "stream ended early: {e}");
+    }
+}
+
+async fn reply(s: &mut Stream<Msg>, msg: Msg) -> Result<(), drift_p2p::StreamError> {
+    s.send(&msg).await?;
+    s.finish().await
+}
+
+async fn put_chunk(
+    shared: &Arc<Shared>,
+    s: &mut Stream<Msg>,
+    id: drift_crypto::ChunkId,
+    len: u32,
+) -> Result<(), drift_p2p::StreamError> {
+    if len as usize > MAX_CHUNK_SIZE {
+        return reply(
+            s,
+            failed(FailKind::BadRequest, "chunk larger than the limit"),
+        )
+        .await;
+    }
+    let sealed = match recv_pieces(s, len as usize).await {
+        Ok(b) => b,
+        Err(e) => return reply(s, failed(FailKind::BadRequest, e)).await,
+    };
+    let store = shared.chunks.clone();
+    let answer = match blocking(move || store.put(&id, &sealed)).await {
+        Ok(Ok(_)) => Msg::Done,
+        Ok(Err(e @ drift_store::PutError::NoSpace { .. })) => {
+            failed(FailKind::NoSpace, e.to_string())
+        }
+        Ok(Err(e @ drift_store::PutError::IdMismatch { .. })) => {
+            failed(FailKind::Corrupt, e.to_string())
+        }
+        Ok(Err(e)) => failed(FailKind::Internal, e.to_string()),
+        Err(e) => failed(FailKind::Internal, e),
+    };
+    reply(s, answer).await
+}
+
+async fn get_chunk(
+    shared: &Arc<Shared>,
+    s: &mut Stream<Msg>,
+    id: drift_crypto::ChunkId,
+) -> Result<(), drift_p2p::StreamError> {
+    let store = shared.chunks.clone();
+    match blocking(move || store.get(&id)).await {
+        Ok(Ok(bytes)) => {
+            let bytes = Bytes::from(bytes);
+            s.send(&Msg::ChunkFollows {
+                len: bytes.len() as u32,
+            })
+            .await?;
+            send_pieces(s, &bytes).await?;
+            s.finish().await
+        }
+        // A corrupt local copy has been quarantined: to the asker it is simply absent.
+        Ok(Err(_)) | Err(_) => reply(s, Msg::NotFound).await,
+    }
+}
+
+async fn index_versions(
+    shared: &Arc<Shared>,
+    s: &mut Stream<Msg>,
+) -> Result<(), drift_p2p::StreamError> {
+    let index = shared.index.clone();
+    let versions = match blocking(move || index.versions()).await {
+        Ok(Ok(v)) => v,
+        _ => return reply(s, failed(FailKind::Internal, "cannot read the name index")).await,
+    };
+    for batch in versions.chunks(MAX_VERSIONS_PER_MESSAGE) {
+        s.send(&Msg::Versions {
+            batch: batch.to_vec(),
+        })
+        .await?;
+    }
+    s.finish().await
+}
+
+async fn get_entries(
+    shared: &Arc<Shared>,
+    s: &mut Stream<Msg>,
+    hashes: Vec<[u8; 32]>,
+) -> Result<(), drift_p2p::StreamError> {
+    if hashes.len() > MAX_IDS_PER_REQUEST {
+        return reply(s, failed(FailKind::BadRequest, "too many hashes")).await;
+    }
+    let index = shared.index.clone();
+    let found = blocking(move || {
+        hashes
+            .iter()
+            .filter_map(|h| index.get_by_hash(h).ok().flatten())
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    let mut batch = Vec::new();
+    let mut batch_bytes = 0;
+    for entry in found {
+        let len = entry.content.len() + entry.name.len() + 64;
+        if !batch.is_empty() && batch_bytes + len > ENTRY_BATCH_BYTES {
+            s.send(&Msg::Entries {
+                entries: std::mem::take(&mut batch),
+            })
+            .await?;
+            batch_bytes = 0;
+        }
+        batch_bytes += len;
+        batch.push(entry);
+    }
+    s.send(&Msg::Entries { entries: batch }).await?;
+    s.finish().await
+}
+
+async fn client_put(
+    shared: &Arc<Shared>,
+    s: &mut Stream<Msg>,
+    name: &str,
+) -> Result<(), drift_p2p::StreamError> {
+    // The upload's pieces, as the byte stream `store` consumes; the stream's
+    // credit window bounds how much of it is buffered.
+    let pieces = stream::unfold(&mut *s, |s| async move {
+        match s.recv().await {
+            Ok(Some(Msg::Data(b))) => Some((Ok(b), s)),
+            Ok(None) => None,
+            Ok(Some(other)) => Some((
+                Err(std::io::Error::other(format!(
+                    "unexpected message {other:?} in an upload"
+                ))),
+                s,
+            )),
+            Err(e) => Some((Err(std::io::Error::other(e.to_string())), s)),
+        }
+    });
+    let result = crate::files::store(shared, name, Box::pin(pieces)).await;
+    let answer = match result {
+        Ok(version) => {
+            let index = shared.index.clone();
+            let owned = name.to_string();
+            let size = blocking(move || index.get(&owned))
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+                .flatten()
+                .map(|e| e.size)
+                .unwrap_or(0);
+            Msg::Stored { version, size }
+        }
+        Err(e @ StoreError::InvalidName(_)) => failed(FailKind::BadRequest, e.to_string()),
+        Err(e @ StoreError::Unavailable { .. }) => failed(FailKind::Unavailable, e.to_string()),
+        Err(e) => failed(FailKind::Internal, e.to_string()),
+    };
+    reply(s, answer).await
+}
+
+async fn client_get(
+    shared: &Arc<Shared>,
+    s: &mut Stream<Msg>,
+    name: &str,
+) -> Result<(), drift_p2p::StreamError> {
+    let mut reader = match crate::files::get(shared, name).await {
+        Ok(r) => r,
+        Err(GetError::NotFound(_)) => return reply(s, Msg::NotFound).await,
+        Err(e @ GetError::InvalidName(_)) => {
+            return reply(s, failed(FailKind::BadRequest, e.to_string())).await;
+        }
+        Err(e) => return reply(s, failed(FailKind::Internal, e.to_string())).await,
+    };
+    s.send(&Msg::FileFollows {
+        size: reader.size(),
+    })
+    .await?;
+    while let Some(piece) = reader.next_chunk().await {
+        match piece {
+            Ok(bytes) => {
+                let mut at = 0;
+                while at < bytes.len() {
+                    let end = (at + PIECE_LEN).min(bytes.len());
+                    s.send(&Msg::Data(bytes.slice(at..end))).await?;
+                    at = end;
+                }
+            }
+            Err(e) => {
+                let kind = match e {
+                    GetError::Corrupt { .. } => FailKind::Corrupt,
+                    GetError::Unavailable { .. } => FailKind::Unavailable,
+                    _ => FailKind::Internal,
+                };
+                return reply(s, failed(kind, e.to_string())).await;
+            }
+        }
+    }
+    s.finish().await
+}
+
+async fn list(shared: &Arc<Shared>, s: &mut Stream<Msg>) -> Result<(), drift_p2p::StreamError> {
+    let files = match crate::files::list(shared).await {
+        Ok(f) => f,
+        Err(e) => return reply(s, failed(FailKind::Internal, e.to_string())).await,
+    };
+    let mut batch = Vec::new();
+    let mut batch_bytes = 0;
+    for f in files {
+        let len = f.name.len() + 32;
+        if !batch.is_empty() && batch_bytes + len > ENTRY_BATCH_BYTES {
+            s.send(&Msg::Listing {
+                files: std::mem::take(&mut batch),
+            })
+            .await?;
+            batch_bytes = 0;
+        }
+        batch_bytes += len;
+        batch.push(f);
+    }
+    s.send(&Msg::Listing { files: batch }).await?;
+    s.finish().await
+}

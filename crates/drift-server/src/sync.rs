@@ -1,0 +1,170 @@
+//! Anti-entropy: nodes compare name-index digests and pull the entries they lack.
+//!
+//! Pull only: each node asks each peer for a digest of its index; when the
+//! digests differ it fetches the peer's (name hash, version) list and then the
+//! entries that are newer there. Since every node does this with every peer,
+//! all converge on the newest version of every name, tombstones included.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use drift_p2p::Connection;
+use drift_store::{NameEntry, Version};
+use futures_util::future::join_all;
+
+use crate::error::check_name;
+use crate::node::{Shared, blocking};
+use crate::proto::{MAX_IDS_PER_REQUEST, Msg};
+
+/// Most remote (hash, version) pairs accepted in one sync, bounding memory.
+const MAX_REMOTE_VERSIONS: usize = 4_000_000;
+
+/// Keeps the entries that are newer than ours; returns how many were applied.
+pub(crate) async fn apply_entries(
+    shared: &Arc<Shared>,
+    entries: Vec<NameEntry>,
+) -> Result<usize, String> {
+    let entries: Vec<NameEntry> = entries
+        .into_iter()
+        .filter(|e| check_name(&e.name).is_ok())
+        .collect();
+    if entries.is_empty() {
+        return Ok(0);
+    }
+    {
+        let mut clock = shared.clock();
+        for e in &entries {
+            clock.observe(e.version);
+        }
+    }
+    let index = shared.index.clone();
+    let applied = blocking(move || index.apply(&entries))
+        .await?
+        .map_err(|e| e.to_string())?;
+    let n = applied.iter().filter(|a| **a).count();
+    if n > 0 {
+        shared.index_changed();
+    }
+    Ok(n)
+}
+
+/// A digest of the whole index and its entry count, cached until it changes.
+pub(crate) async fn local_digest(shared: &Arc<Shared>) -> ([u8; 32], u64) {
+    let generation = shared.index_generation.load(Ordering::Relaxed);
+    if let Some((g, d, n)) = *shared
+        .digest_cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+    {
+        if g == generation {
+            return (d, n);
+        }
+    }
+    let versions = local_versions(shared).await.unwrap_or_default();
+    let mut h = blake3::Hasher::new();
+    for (hash, v) in &versions {
+        h.update(hash);
+        h.update(&v.time.to_be_bytes());
+        h.update(&v.node.to_be_bytes());
+    }
+    let digest = *h.finalize().as_bytes();
+    let n = versions.len() as u64;
+    *shared
+        .digest_cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = Some((generation, digest, n));
+    (digest, n)
+}
+
+async fn local_versions(shared: &Arc<Shared>) -> Result<Vec<([u8; 32], Version)>, String> {
+    let index = shared.index.clone();
+    blocking(move || index.versions())
+        .await?
+        .map_err(|e| e.to_string())
+}
+
+/// Pulls whatever `conn`'s peer has newer than us.
+pub(crate) async fn sync_with(shared: &Arc<Shared>, conn: &Connection<Msg>) {
+    if let Err(e) = try_sync(shared, conn).await {
+        tracing::debug!(peer = %conn.peer_id().short(), "anti-entropy failed: {e}");
+    }
+}
+
+async fn try_sync(shared: &Arc<Shared>, conn: &Connection<Msg>) -> Result<usize, String> {
+    let theirs = match conn
+        .request(Msg::IndexDigest)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        Msg::Digest { digest, .. } => digest,
+        other => return Err(format!("unexpected answer {other:?}")),
+    };
+    if theirs == local_digest(shared).await.0 {
+        return Ok(0);
+    }
+    let ours: HashMap<[u8; 32], Version> = local_versions(shared).await?.into_iter().collect();
+    let mut wanted = Vec::new();
+    let mut s = conn.open().await.map_err(|e| e.to_string())?;
+    s.send(&Msg::IndexVersions)
+        .await
+        .map_err(|e| e.to_string())?;
+    s.finish().await.map_err(|e| e.to_string())?;
+    let mut seen = 0usize;
+    while let Some(msg) = s.recv().await.map_err(|e| e.to_string())? {
+        let Msg::Versions { batch } = msg else {
+            return Err("unexpected message in a version list".into());
+        };
+        seen += batch.len();
+        if seen > MAX_REMOTE_VERSIONS {
+            return Err("peer's version list is over the limit".into());
+        }
+        wanted.extend(
+            batch
+                .into_iter()
+                .filter(|(hash, v)| ours.get(hash).is_none_or(|mine| v > mine))
+                .map(|(hash, _)| hash),
+        );
+    }
+    let mut applied = 0;
+    for hashes in wanted.chunks(MAX_IDS_PER_REQUEST) {
+        let mut s = conn.open().await.map_err(|e| e.to_string())?;
+        s.send(&Msg::GetEntries {
+            hashes: hashes.to_vec(),
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        s.finish().await.map_err(|e| e.to_string())?;
+        while let Some(msg) = s.recv().await.map_err(|e| e.to_string())? {
+            let Msg::Entries { entries } = msg else {
+                return Err("unexpected message in an entry list".into());
+            };
+            applied += apply_entries(shared, entries).await?;
+        }
+    }
+    if applied > 0 {
+        tracing::debug!(peer = %conn.peer_id().short(), applied, "anti-entropy pulled entries");
+    }
+    Ok(applied)
+}
+
+/// One anti-entropy round with every connected peer.
+pub(crate) async fn sync_all(shared: &Arc<Shared>) {
+    let conns = shared.members().up_conns();
+    join_all(conns.iter().map(|c| sync_with(shared, c))).await;
+}
+
+/// Runs anti-entropy rounds until shutdown.
+pub(crate) async fn run_anti_entropy(shared: Arc<Shared>) {
+    let every = shared.config.anti_entropy_interval;
+    loop {
+        tokio::select! {
+            _ = shared.cancel.cancelled() => break,
+            _ = tokio::time::sleep(every) => {}
+        }
+        tokio::select! {
+            _ = shared.cancel.cancelled() => break,
+            _ = sync_all(&shared) => {}
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! Failures: dead nodes, deletes while down, corrupt chunks, outsiders, lost quorum.
+
+use std::time::Duration;
+
+use drift_crypto::ClusterSecret;
+use drift_server::client::{Client, ClientError};
+use drift_server::{GetError, PeerState, StoreError};
+
+use crate::cluster::{Cluster, LIMIT, bytes, chunk_files, read, wait_for};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_one_of_three_reads_and_writes_still_work() {
+    let mut c = Cluster::start(3, |_| {}).await;
+    let files: Vec<_> = (0..10)
+        .map(|i| (format!("k{i}"), bytes(i, 50_000 + i as usize)))
+        .collect();
+    for (name, data) in &files {
+        c.node(0).store(name, &data[..]).await.unwrap();
+    }
+    c.stop(2).await;
+    for n in 0..2 {
+        let node = c.node(n).clone();
+        wait_for("the dead node to be marked down", LIMIT, || async {
+            node.status()
+                .await
+                .peers
+                .iter()
+                .any(|p| p.state == PeerState::Down)
+        })
+        .await;
+        for (name, data) in &files {
+            assert_eq!(&read(&node, name).await.unwrap(), data);
+        }
+    }
+    // 2 of 3 replicas are a majority.
+    let data = bytes(42, 1_500_000);
+    c.node(1).store("after-kill", &data[..]).await.unwrap();
+    assert_eq!(read(c.node(0), "after-kill").await.unwrap(), data);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn store_without_a_quorum_fails_and_writes_no_name() {
+    let mut c = Cluster::start(3, |_| {}).await;
+    c.stop(1).await;
+    c.stop(2).await;
+    let node = c.node(0).clone();
+    wait_for("both peers down", LIMIT, || async {
+        node.status()
+            .await
+            .peers
+            .iter()
+            .filter(|p| p.state == PeerState::Down)
+            .count()
+            == 2
+    })
+    .await;
+    let err = node
+        .store("doomed", &bytes(1, 10_000)[..])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Unavailable {
+                acks: 1,
+                needed: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(matches!(
+        node.get("doomed").await,
+        Err(GetError::NotFound(_))
+    ));
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn delete_while_a_node_is_down_does_not_come_back() {
+    let mut c = Cluster::start(3, |_| {}).await;
+    c.node(0)
+        .store("doomed.txt", &b"delete me"[..])
+        .await
+        .unwrap();
+    c.node(0).store("kept.txt", &b"keep me"[..]).await.unwrap();
+    {
+        // A clone keeps the node's database open, so it must be gone before the restart.
+        let n2 = c.node(2).clone();
+        wait_for("node 2 to learn both names", LIMIT, || async {
+            n2.list().await.unwrap().len() == 2
+        })
+        .await;
+    }
+    c.stop(2).await;
+    c.node(1).delete("doomed.txt").await.unwrap();
+    c.node(1)
+        .store("new.txt", &b"written while down"[..])
+        .await
+        .unwrap();
+    c.restart(2, |_| {}).await;
+    c.wait_connected().await;
+    let n2 = c.node(2).clone();
+    wait_for("the returning node to catch up", LIMIT, || async {
+        let names: Vec<String> = n2
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|f| f.name)
+            .collect();
+        names == ["kept.txt", "new.txt"]
+    })
+    .await;
+    // Let several anti-entropy rounds pass in both directions: the old entry
+    // on node 2 must not win anywhere.
+    for n in 0..3 {
+        c.node(n).sync_now().await;
+    }
+    for n in 0..3 {
+        assert!(matches!(
+            c.node(n).get("doomed.txt").await,
+            Err(GetError::NotFound(_))
+        ));
+        assert_eq!(
+            read(c.node(n), "new.txt").await.unwrap(),
+            b"written while down"
+        );
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn corrupt_chunk_is_read_around_and_repaired() {
+    let c = Cluster::start(3, |_| {}).await;
+    let data = bytes(5, 2 * 1024 * 1024 + 5);
+    c.node(0).store("precious", &data[..]).await.unwrap();
+    let files = chunk_files(c.dirs[1].path());
+    assert!(!files.is_empty());
+    for f in &files {
+        let mut b = std::fs::read(f).unwrap();
+        let mid = b.len() / 2;
+        b[mid] ^= 0x40;
+        std::fs::write(f, b).unwrap();
+    }
+    // The read never returns wrong bytes: it goes to another replica.
+    assert_eq!(read(c.node(1), "precious").await.unwrap(), data);
+    // The bad copies were quarantined and replaced by verified ones.
+    let (found, _) = c.node(1).scrub_now().await;
+    assert_eq!(found, 0, "the read already repaired every corrupt chunk");
+    for f in &files {
+        let b = std::fs::read(f).unwrap();
+        assert_eq!(
+            drift_crypto::ChunkId::of(&b).to_hex(),
+            f.file_name().unwrap().to_str().unwrap()
+        );
+    }
+    assert!(c.node(1).status().await.quarantined >= files.len() as u64);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scrub_finds_and_repairs_bit_rot() {
+    let c = Cluster::start(3, |_| {}).await;
+    for i in 0..5 {
+        c.node(0)
+            .store(&format!("s{i}"), &bytes(i + 50, 100_000)[..])
+            .await
+            .unwrap();
+    }
+    let files = chunk_files(c.dirs[2].path());
+    for f in &files {
+        let mut b = std::fs::read(f).unwrap();
+        b[0] ^= 1;
+        std::fs::write(f, b).unwrap();
+    }
+    let (found, repaired) = c.node(2).scrub_now().await;
+    assert_eq!((found, repaired), (files.len() as u64, files.len() as u64));
+    assert_eq!(c.node(2).scrub_now().await, (0, 0));
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_with_the_wrong_secret_can_neither_read_nor_write() {
+    let c = Cluster::start(1, |_| {}).await;
+    c.node(0)
+        .store("private", &b"top secret"[..])
+        .await
+        .unwrap();
+    let wrong = ClusterSecret::generate().unwrap();
+    let err = Client::connect(c.addrs[0], &wrong, Duration::from_secs(3))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, ClientError::Connect { .. }), "{err}");
+    // The right secret works, through the same path.
+    let client = Client::connect(c.addrs[0], &c.secret, Duration::from_secs(3))
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    client.get("private", &mut out, |_, _| {}).await.unwrap();
+    assert_eq!(out, b"top secret");
+    client.close().await;
+    assert_eq!(c.node(0).list().await.unwrap().len(), 1);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_node_has_its_replicas_recreated() {
+    let mut c = Cluster::start(4, |cfg| cfg.lost_after = Duration::from_millis(800)).await;
+    let data = bytes(8, 4 * 1024 * 1024);
+    c.node(0).store("spread", &data[..]).await.unwrap();
+    c.stop(3).await;
+    // Once node 3 is lost, every chunk gets back to 3 copies on the survivors.
+    let dirs: Vec<_> = (0..3).map(|i| c.dirs[i].path().to_path_buf()).collect();
+    wait_for(
+        "three copies of every chunk on the survivors",
+        LIMIT,
+        || async {
+            let total: usize = dirs.iter().map(|d| chunk_files(d).len()).sum();
+            total == 3 * 4
+        },
+    )
+    .await;
+    let node = c.node(0).clone();
+    wait_for("no under-replicated chunks", LIMIT, || async {
+        node.status().await.under_replicated == 0
+    })
+    .await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deleted_files_chunks_are_collected_after_the_grace_period() {
+    let c = Cluster::start(2, |cfg| cfg.gc_grace = Duration::from_millis(300)).await;
+    c.node(0)
+        .store("keep", &bytes(1, 300_000)[..])
+        .await
+        .unwrap();
+    c.node(0)
+        .store("drop", &bytes(2, 300_000)[..])
+        .await
+        .unwrap();
+    let before = chunk_files(c.dirs[0].path()).len();
+    assert_eq!(before, 2);
+    c.node(0).delete("drop").await.unwrap();
+    for n in 0..2 {
+        let dir = c.dirs[n].path().to_path_buf();
+        wait_for(
+            "the deleted file's chunk to be collected",
+            LIMIT,
+            || async { chunk_files(&dir).len() == 1 },
+        )
+        .await;
+        assert_eq!(read(c.node(n), "keep").await.unwrap(), bytes(1, 300_000));
+    }
+    c.shutdown().await;
+}

@@ -1,0 +1,5 @@
+//! Multi-node tests: real nodes in one process, on loopback, every wait bounded.
+
+mod cluster;
+mod faults;
+mod scenarios;
