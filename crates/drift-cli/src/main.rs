@@ -1,2 +1,104 @@
-//! The `drift` binary.
-fn main() {}
+//! `drift`: run a node, and store, fetch, delete and list files through one.
+//!
+//! Every command but `keygen` needs the cluster secret, from `--secret-file`
+//! or `DRIFT_SECRET`. Exit status is 0 on success; otherwise one line on stderr.
+
+mod commands;
+mod output;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// drift: a peer-to-peer, encrypted, replicated file store.
+///
+/// Start a cluster: run `drift keygen > secret`, then on each machine
+/// `drift node --listen ADDR --data DIR --peer OTHER_ADDR --secret-file secret`.
+/// Then `drift put FILE`, `drift get NAME`, `drift ls`, `drift rm NAME` and
+/// `drift status` talk to a node (`--node`, default 127.0.0.1:3000).
+#[derive(Debug, Parser)]
+#[command(name = "drift", version, propagate_version = true)]
+pub struct Cli {
+    /// Read the cluster secret (64 hex characters) from this file.
+    #[arg(long, global = true, value_name = "FILE")]
+    secret_file: Option<PathBuf>,
+
+    /// The node to talk to.
+    #[arg(
+        long,
+        global = true,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:3000"
+    )]
+    node: SocketAddr,
+
+    /// How long to wait for a node to answer when connecting, in seconds.
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 5)]
+    connect_timeout: u64,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print a new random cluster secret (64 hex characters).
+    Keygen,
+    /// Run a storage node in the foreground until Ctrl-C or SIGTERM.
+    Node(commands::NodeArgs),
+    /// Store FILE in the cluster (use `-` and --name to read standard input).
+    Put {
+        /// The file to store.
+        file: PathBuf,
+        /// The name to store it under (default: the file's name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Fetch a file; writes to standard output unless -o is given.
+    Get {
+        /// The file's name in the cluster.
+        name: String,
+        /// Write to this file instead (created only once every byte is verified).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Delete a file from the cluster.
+    Rm {
+        /// The file's name.
+        name: String,
+    },
+    /// List the files in the cluster.
+    Ls {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a node's peers, replication health and usage.
+    Status {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match commands::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, whatever the chain of causes.
+            let mut line = e.to_string();
+            for cause in e.chain().skip(1) {
+                let cause = cause.to_string();
+                if !line.contains(&cause) {
+                    line.push_str(": ");
+                    line.push_str(&cause);
+                }
+            }
+            eprintln!("drift: {}", line.replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! What each subcommand does.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use drift_crypto::ClusterSecret;
+use drift_server::client::Client;
+use drift_server::{Node, NodeConfig};
+
+use crate::output;
+use crate::{Cli, Command};
+
+/// Files at least this large get a progress bar (when stderr is a terminal).
+const PROGRESS_MIN_BYTES: u64 = 8 << 20;
+
+/// Arguments of `drift node`.
+#[derive(Debug, clap::Args)]
+pub struct NodeArgs {
+    /// Address to listen on, e.g. 127.0.0.1:3000.
+    #[arg(long, value_name = "ADDR")]
+    listen: SocketAddr,
+    /// Data directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// A peer to join through; repeat for several. The rest are found by peer exchange.
+    #[arg(long = "peer", value_name = "ADDR")]
+    peers: Vec<SocketAddr>,
+    /// Replication factor R (capped by the cluster's size).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=16))]
+    replicas: u8,
+    /// Seconds a peer may be down before its replicas are re-created elsewhere.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    lost_after: u64,
+    /// Seconds between name-index comparisons with peers.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    anti_entropy: u64,
+    /// Seconds an unreferenced chunk is kept before it is collected.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    gc_grace: u64,
+    /// Cap on the bytes of chunk files this node keeps (default: the disk's size).
+    #[arg(long, value_name = "BYTES")]
+    max_bytes: Option<u64>,
+}
+
+/// Runs one command on a fresh multi-thread runtime.
+pub fn run(cli: Cli) -> Result<()> {
+    if let Command::Keygen = cli.command {
+        let secret = ClusterSecret::generate()?;
+        println!("{}", secret.to_hex());
+        return Ok(());
+    }
+    let secret = load_secret(cli.secret_file.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let timeout = Duration::from_secs(cli.connect_timeout.max(1));
+        match cli.command {
+            Command::Keygen => Ok(()),
+            Command::Node(args) => run_node(args, secret).await,
+            Command::Put { file, name } => put(cli.node, &secret, timeout, &file, name).await,
+            Command::Get { name, output } => get(cli.node, &secret, timeout, &name, output).await,
+            Command::Rm { name } => {
+                let client = Client::connect(cli.node, &secret, timeout).await?;
+                client.delete(&name).await?;
+                client.close().await;
+                Ok(())
+            }
+            Command::Ls { json } => {
+                let client = Client::connect(cli.node, &secret, timeout).await?;
+                let files = client.list().await?;
+                client.close().await;
+                output::print_files(&files, json)
+            }
+            Command::Status { json } => {
+                let client = Client::connect(cli.node, &secret, timeout).await?;
+                let status = client.status().await?;
+                client.close().await;
+                output::print_status(&status, json)
+            }
+        }
+    })
+}
+
+fn load_secret(file: Option<&Path>) -> Result<ClusterSecret> {
+    let text = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read secret file {}", path.display()))?,
+        None => std::env::var("DRIFT_SECRET").map_err(|_| {
+            anyhow!("cluster secret missing: pass --secret-file or set DRIFT_SECRET (make one with `drift keygen`)")
+        })?,
+    };
+    Ok(ClusterSecret::from_hex(&text)?)
+}
+
+async fn run_node(args: NodeArgs, secret: ClusterSecret) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut config = NodeConfig::new(args.listen, &args.data, secret);
+    config.bootstrap = args.peers;
+    config.replicas = usize::from(args.replicas);
+    config.lost_after = Duration::from_secs(args.lost_after);
+    config.anti_entropy_interval = Duration::from_secs(args.anti_entropy.max(1));
+    config.gc_grace = Duration::from_secs(args.gc_grace);
+    config.max_bytes = args.max_bytes;
+    let node = Node::start(config).await?;
+    println!(
+        "drift node {} listening on {}",
+        node.id(),
+        node.listen_addr()
+    );
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+async fn put(
+    node: SocketAddr,
+    secret: &ClusterSecret,
+    timeout: Duration,
+    file: &Path,
+    name: Option<String>,
+) -> Result<()> {
+    let from_stdin = file == Path::new("-");
+    let name = match name {
+        Some(n) => n,
+        None if from_stdin => bail!("reading standard input needs --name NAME"),
+        None => file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("cannot derive a name from {}: pass --name", file.display()))?,
+    };
+    let (reader, size): (Box<dyn tokio::io::AsyncRead + Unpin + Send>, u64) = if from_stdin {
+        (Box::new(tokio::io::stdin()), 0)
+    } else {
+        let f = tokio::fs::File::open(file)
+            .await
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let meta = f
+            .metadata()
+            .await
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        if meta.is_dir() {
+            bail!("cannot read {}: it is a directory", file.display());
+        }
+        (Box::new(f), meta.len())
+    };
+    let bar = progress_bar(size);
+    let client = Client::connect(node, secret, timeout).await?;
+    let result = client
+        .put(&name, reader, |sent| {
+            if let Some(b) = &bar {
+                b.set_position(sent);
+            }
+        })
+        .await;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    client.close().await;
+    let (_, size) = result?;
+    eprintln!("stored {name} ({})", output::human_bytes(size));
+    Ok(())
+}
+
+async fn get(
+    node: SocketAddr,
+    secret: &ClusterSecret,
+    timeout: Duration,
+    name: &str,
+    output: Option<PathBuf>,
+) -> Result<()> {
+    let client = Client::connect(node, secret, timeout).await?;
+    let mut bar = None;
+    let mut on_progress = |got: u64, size: u64| {
+        if bar.is_none() {
+            bar = Some(progress_bar(size));
+        }
+        if let Some(Some(b)) = &bar {
+            b.set_position(got);
+        }
+    };
+    let result = match output {
+        None => client
+            .get(name, tokio::io::stdout(), &mut on_progress)
+            .await
+            .map_err(anyhow::Error::from),
+        Some(path) => get_to_file(&client, name, &path, &mut on_progress).await,
+    };
+    if let Some(Some(b)) = bar {
+        b.finish_and_clear();
+    }
+    client.close().await;
+    result.map(|_| ())
+}
+
+/// Writes into a temporary file beside `path` and renames it into place only
+/// when every byte has arrived and been verified, so a failed get leaves no
+/// partial file.
+async fn get_to_file(
+    client: &Client,
+    name: &str,
+    path: &Path,
+    progress: &mut impl FnMut(u64, u64),
+) -> Result<u64> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".drift-get-")
+        .tempfile_in(&dir)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    let std_file = tmp
+        .reopen()
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    let mut file = tokio::fs::File::from_std(std_file);
+    let size = client.get(name, &mut file, progress).await?;
+    file.sync_all()
+        .await
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    drop(file);
+    tmp.persist(path)
+        .map_err(|e| anyhow!("cannot write {}: {}", path.display(), e.error))?;
+    Ok(size)
+}
+
+fn progress_bar(size: u64) -> Option<indicatif::ProgressBar> {
+    if size < PROGRESS_MIN_BYTES || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(size);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    Some(bar)
+}

@@ -1,0 +1,190 @@
+//! End-to-end tests of the `drift` binary: real node processes on loopback.
+
+mod harness;
+
+use std::time::Duration;
+
+use harness::{Cluster, drift, free_port};
+
+#[test]
+fn keygen_prints_a_fresh_secret() {
+    let a = drift(&["keygen"], None).assert_ok();
+    let b = drift(&["keygen"], None).assert_ok();
+    assert_eq!(a.trim().len(), 64);
+    assert!(a.trim().chars().all(|c| c.is_ascii_hexdigit()));
+    assert_ne!(a, b);
+}
+
+#[test]
+fn put_get_rm_ls_status_across_three_nodes() {
+    let c = Cluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("report.bin");
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&input, &data).unwrap();
+
+    c.run(0, &["put", input.to_str().unwrap()]).assert_ok();
+    c.run(
+        0,
+        &["put", input.to_str().unwrap(), "--name", "copy/of/report"],
+    )
+    .assert_ok();
+
+    // Through a node that did not ingest it, to stdout and to a file.
+    let out = c.run_bytes(2, &["get", "report.bin"]);
+    assert!(out.status.success());
+    assert_eq!(out.stdout, data);
+    let target = dir.path().join("fetched.bin");
+    c.run(
+        1,
+        &["get", "copy/of/report", "-o", target.to_str().unwrap()],
+    )
+    .assert_ok();
+    assert_eq!(std::fs::read(&target).unwrap(), data);
+
+    let ls = c.run(1, &["ls"]).assert_ok();
+    assert!(
+        ls.contains("report.bin") && ls.contains("copy/of/report"),
+        "{ls}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&c.run(2, &["ls", "--json"]).assert_ok()).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 2);
+
+    let status = c.run(0, &["status"]).assert_ok();
+    assert!(status.contains("2 of 2 peer(s) up"), "{status}");
+    let status: serde_json::Value =
+        serde_json::from_str(&c.run(0, &["status", "--json"]).assert_ok()).unwrap();
+    assert_eq!(status["names"], 2);
+    assert_eq!(status["peers"].as_array().unwrap().len(), 2);
+
+    c.run(2, &["rm", "report.bin"]).assert_ok();
+    let err = c.run(0, &["get", "report.bin"]).assert_err();
+    assert_eq!(err.trim(), "drift: no such file: report.bin");
+    let json: serde_json::Value =
+        serde_json::from_str(&c.run(0, &["ls", "--json"]).assert_ok()).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn a_killed_node_does_not_stop_gets_or_puts() {
+    let mut c = Cluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("survivor.txt");
+    std::fs::write(&input, b"still here").unwrap();
+    c.run(0, &["put", input.to_str().unwrap()]).assert_ok();
+    c.kill(2);
+    assert_eq!(
+        c.run_bytes(1, &["get", "survivor.txt"]).stdout,
+        b"still here"
+    );
+    let second = dir.path().join("second.txt");
+    std::fs::write(&second, b"written with a node down").unwrap();
+    c.run(1, &["put", second.to_str().unwrap()]).assert_ok();
+    assert_eq!(
+        c.run_bytes(0, &["get", "second.txt"]).stdout,
+        b"written with a node down"
+    );
+}
+
+#[test]
+fn every_error_is_one_clear_line() {
+    let c = Cluster::start(1);
+    let node = c.addr(0).to_string();
+    let one_line = |s: &str| {
+        assert_eq!(s.trim_end().lines().count(), 1, "{s:?}");
+        s.trim().to_string()
+    };
+
+    // Missing secret.
+    let e = drift(&["ls", "--node", &node], None).assert_err();
+    assert!(
+        one_line(&e).contains("cluster secret missing: pass --secret-file or set DRIFT_SECRET"),
+        "{e}"
+    );
+    // Malformed secret.
+    let e = drift(&["ls", "--node", &node], Some("not-a-secret")).assert_err();
+    assert!(one_line(&e).contains("malformed cluster secret"), "{e}");
+    // A secret file that does not exist.
+    let e = drift(
+        &[
+            "ls",
+            "--node",
+            &node,
+            "--secret-file",
+            "/nonexistent/secret",
+        ],
+        None,
+    )
+    .assert_err();
+    assert!(
+        one_line(&e).contains("cannot read secret file /nonexistent/secret"),
+        "{e}"
+    );
+    // The wrong secret.
+    let wrong = drift(&["keygen"], None).assert_ok();
+    let e = drift(&["ls", "--node", &node], Some(wrong.trim())).assert_err();
+    assert!(one_line(&e).contains("cluster secret"), "{e}");
+    // A node that cannot be reached, reported within seconds.
+    let started = std::time::Instant::now();
+    let dead = format!("127.0.0.1:{}", free_port());
+    let e = drift(&["ls", "--node", &dead], Some(&c.secret)).assert_err();
+    assert!(
+        one_line(&e).contains(&format!("cannot reach node {dead}")),
+        "{e}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // A name that does not exist.
+    let e = c.run(0, &["get", "ghost.txt"]).assert_err();
+    assert_eq!(one_line(&e), "drift: no such file: ghost.txt");
+    let e = c.run(0, &["rm", "ghost.txt"]).assert_err();
+    assert_eq!(one_line(&e), "drift: no such file: ghost.txt");
+    // An input file that cannot be read.
+    let e = c.run(0, &["put", "/nonexistent/input.bin"]).assert_err();
+    assert!(
+        one_line(&e).contains("cannot read /nonexistent/input.bin"),
+        "{e}"
+    );
+    // A failed get -o leaves no file behind.
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("out.bin");
+    c.run(0, &["get", "ghost.txt", "-o", target.to_str().unwrap()])
+        .assert_err();
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn node_reports_a_port_in_use_and_an_unwritable_data_dir() {
+    let c = Cluster::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let e = drift(
+        &[
+            "node",
+            "--listen",
+            &c.addr(0).to_string(),
+            "--data",
+            dir.path().join("d").to_str().unwrap(),
+        ],
+        Some(&c.secret),
+    )
+    .assert_err();
+    assert!(
+        e.contains("cannot listen on") && e.contains("in use"),
+        "{e}"
+    );
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let port = free_port();
+    let e = drift(
+        &[
+            "node",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data",
+            file.join("sub").to_str().unwrap(),
+        ],
+        Some(&c.secret),
+    )
+    .assert_err();
+    assert!(e.contains("cannot open data directory"), "{e}");
+}
