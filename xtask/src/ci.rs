@@ -1,4 +1,4 @@
-//! `cargo xtask ci`, `fuzz` and `bench`.
+//! `cargo xtask ci` and `fuzz`.
 
 use anyhow::{Result, bail};
 
@@ -39,10 +39,4 @@ pub fn fuzz(args: &[String]) -> Result<()> {
         "--seconds",
         &seconds.to_string(),
     ]))
-}
-
-/// End-to-end benchmarks.
-pub fn bench(args: &[String]) -> Result<()> {
-    let _ = args;
-    bail!("bench is not implemented yet")
 }

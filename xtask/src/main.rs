@@ -1,5 +1,7 @@
 //! `cargo xtask`: the demo, benchmarks, fuzzing and the CI checks.
 
+mod bench;
+mod chaos;
 mod ci;
 mod demo;
 mod proc;
@@ -11,6 +13,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   demo [--base-port N]   start a local three-node cluster and show drift working
   bench [--quick]        end-to-end benchmarks; writes target/bench/report.{md,json}
+  chaos [--quick]        fault-injection scenarios against real nodes
   fuzz [--seconds N]     run every fuzz target for a bounded time
   ci                     run exactly what .ci/run runs";
 
@@ -31,7 +34,8 @@ fn run() -> Result<()> {
         "demo" => demo::run(rest),
         "ci" => ci::run(),
         "fuzz" => ci::fuzz(rest),
-        "bench" => ci::bench(rest),
+        "bench" => bench::run(rest),
+        "chaos" => chaos::run(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())
