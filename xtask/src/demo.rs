@@ -129,6 +129,19 @@ fn step_title(text: &str) {
     println!("== {text} ==");
 }
 
+/// Incompressible, non-repeating bytes (xorshift), so no chunk dedups by accident.
+fn pseudo_random(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
 fn picture(i: usize) -> String {
     format!("This is the content of file {i} - distributed file system data!")
 }
@@ -181,9 +194,7 @@ impl Demo {
             self.port(c),
             self.port(a)
         ));
-        let report: Vec<u8> = (0..5_000_000u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-            .collect();
+        let report = pseudo_random(5_000_000);
         let report_path = dir.join("report.bin");
         std::fs::write(&report_path, &report)?;
         self.ok(c, &["put", report_path.to_str().context("path")?])?;

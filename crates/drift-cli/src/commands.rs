@@ -104,6 +104,7 @@ async fn run_node(args: NodeArgs, secret: ClusterSecret) -> Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let mut config = NodeConfig::new(args.listen, &args.data, secret);
     config.bootstrap = args.peers;
