@@ -109,10 +109,10 @@ impl Client {
         .await;
         if let Err(e) = send_result {
             // The node may have refused early; its reason beats ours.
-            if !matches!(e, ClientError::Read(_)) {
-                if let Ok(Some(answer)) = s.recv().await {
-                    return Err(into_error(answer, name));
-                }
+            if !matches!(e, ClientError::Read(_))
+                && let Ok(Some(answer)) = s.recv().await
+            {
+                return Err(into_error(answer, name));
             }
             return Err(e);
         }

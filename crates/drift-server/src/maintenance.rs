@@ -169,10 +169,10 @@ async fn expire_tombstones(shared: &Arc<Shared>) {
     let ttl_ms = shared.config.tombstone_ttl.as_millis() as u64;
     let cutoff = Clock::now_time().saturating_sub(ttl_ms << 16);
     let index = shared.index.clone();
-    if let Ok(Ok(n)) = blocking(move || index.purge_tombstones(cutoff)).await {
-        if n > 0 {
-            shared.index_changed();
-        }
+    if let Ok(Ok(n)) = blocking(move || index.purge_tombstones(cutoff)).await
+        && n > 0
+    {
+        shared.index_changed();
     }
 }
 

@@ -163,7 +163,7 @@ impl Members {
                 since_secs: m.since.elapsed().as_secs(),
             })
             .collect();
-        out.sort_by(|a, b| a.addr.cmp(&b.addr));
+        out.sort_by_key(|p| p.addr);
         out
     }
 

@@ -144,10 +144,10 @@ impl Node {
                     source,
                 })?;
         let mut config = config;
-        if config.listen.port() == 0 {
-            if let Some(bound) = endpoint.local_addr() {
-                config.listen = bound;
-            }
+        if config.listen.port() == 0
+            && let Some(bound) = endpoint.local_addr()
+        {
+            config.listen = bound;
         }
         let node_bits = u64::from_be_bytes(me.0[..8].try_into().unwrap_or([0; 8]));
         let mut table = Members::new(me, &config);

@@ -52,14 +52,14 @@ pub(crate) async fn apply_entries(
 /// A digest of the whole index and its entry count, cached until it changes.
 pub(crate) async fn local_digest(shared: &Arc<Shared>) -> ([u8; 32], u64) {
     let generation = shared.index_generation.load(Ordering::Relaxed);
-    if let Some((g, d, n)) = *shared
+    let cached = *shared
         .digest_cache
         .lock()
-        .unwrap_or_else(|p| p.into_inner())
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some((g, d, n)) = cached
+        && g == generation
     {
-        if g == generation {
-            return (d, n);
-        }
+        return (d, n);
     }
     let versions = local_versions(shared).await.unwrap_or_default();
     let mut h = blake3::Hasher::new();
