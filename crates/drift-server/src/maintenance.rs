@@ -13,7 +13,7 @@ use drift_p2p::PeerId;
 use crate::chunks::{self, placement};
 use crate::clock::Clock;
 use crate::manifest::Manifest;
-use crate::node::{Shared, blocking};
+use crate::node::{Shared, blocking, periodically};
 use crate::proto::{MAX_IDS_PER_REQUEST, Msg};
 
 /// What a repair pass did.
@@ -179,21 +179,18 @@ async fn expire_tombstones(shared: &Arc<Shared>) {
 /// Runs repair passes periodically and whenever membership changes.
 pub(crate) async fn run_repair(shared: Arc<Shared>) {
     let every = shared.config.repair_interval;
-    loop {
-        tokio::select! {
-            _ = shared.cancel.cancelled() => break,
-            _ = shared.wake_repair.notified() => {}
-            _ = tokio::time::sleep(every) => {}
+    periodically(&shared, every, Some(&shared.wake_repair), || async {
+        let r = repair_pass(&shared).await;
+        if r.pushed + r.collected > 0 {
+            tracing::info!(
+                pushed = r.pushed,
+                collected = r.collected,
+                under_replicated = r.under_replicated,
+                "repair pass"
+            );
         }
-        tokio::select! {
-            _ = shared.cancel.cancelled() => break,
-            r = repair_pass(&shared) => {
-                if r.pushed + r.collected > 0 {
-                    tracing::info!(pushed = r.pushed, collected = r.collected, under_replicated = r.under_replicated, "repair pass");
-                }
-            }
-        }
-    }
+    })
+    .await;
 }
 
 /// Re-verifies every local chunk; returns (corrupt found, repaired).
@@ -224,18 +221,11 @@ pub(crate) async fn scrub_pass(shared: &Arc<Shared>) -> (u64, u64) {
 /// Runs scrub passes until shutdown.
 pub(crate) async fn run_scrub(shared: Arc<Shared>) {
     let every = shared.config.scrub_interval;
-    loop {
-        tokio::select! {
-            _ = shared.cancel.cancelled() => break,
-            _ = tokio::time::sleep(every) => {}
+    periodically(&shared, every, None, || async {
+        let (found, fixed) = scrub_pass(&shared).await;
+        if found > 0 {
+            tracing::info!(found, fixed, "scrub pass");
         }
-        tokio::select! {
-            _ = shared.cancel.cancelled() => break,
-            (found, fixed) = scrub_pass(&shared) => {
-                if found > 0 {
-                    tracing::info!(found, fixed, "scrub pass");
-                }
-            }
-        }
-    }
+    })
+    .await;
 }

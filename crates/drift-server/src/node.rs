@@ -71,6 +71,32 @@ where
         .map_err(|e| format!("storage task failed: {e}"))
 }
 
+/// Runs `pass` every `every` (and whenever `wake` is notified) until the node
+/// shuts down; a pass in progress is abandoned at shutdown.
+pub(crate) async fn periodically<F, Fut>(
+    shared: &Shared,
+    every: Duration,
+    wake: Option<&Notify>,
+    mut pass: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let never = Notify::new();
+    let wake = wake.unwrap_or(&never);
+    loop {
+        tokio::select! {
+            _ = shared.cancel.cancelled() => break,
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(every) => {}
+        }
+        tokio::select! {
+            _ = shared.cancel.cancelled() => break,
+            _ = pass() => {}
+        }
+    }
+}
+
 /// A running drift node. Cheap to clone; every clone drives the same node.
 #[derive(Clone)]
 pub struct Node {

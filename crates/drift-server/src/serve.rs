@@ -197,21 +197,13 @@ async fn get_entries(
     })
     .await
     .unwrap_or_default();
-    let mut batch = Vec::new();
-    let mut batch_bytes = 0;
-    for entry in found {
-        let len = entry.content.len() + entry.name.len() + 64;
-        if !batch.is_empty() && batch_bytes + len > ENTRY_BATCH_BYTES {
-            s.send(&Msg::Entries {
-                entries: std::mem::take(&mut batch),
-            })
-            .await?;
-            batch_bytes = 0;
-        }
-        batch_bytes += len;
-        batch.push(entry);
-    }
-    s.send(&Msg::Entries { entries: batch }).await?;
+    send_batched(
+        s,
+        found,
+        |e| e.content.len() + e.name.len() + 64,
+        |entries| Msg::Entries { entries },
+    )
+    .await?;
     s.finish().await
 }
 
@@ -301,20 +293,34 @@ async fn list(shared: &Arc<Shared>, s: &mut Stream<Msg>) -> Result<(), drift_p2p
         Ok(f) => f,
         Err(e) => return reply(s, failed(FailKind::Internal, e.to_string())).await,
     };
+    send_batched(
+        s,
+        files,
+        |f| f.name.len() + 32,
+        |files| Msg::Listing { files },
+    )
+    .await?;
+    s.finish().await
+}
+
+/// Sends `items` as messages of at most about [`ENTRY_BATCH_BYTES`] each (by
+/// `size`), always at least one message so the receiver sees an answer.
+async fn send_batched<T>(
+    s: &mut Stream<Msg>,
+    items: Vec<T>,
+    size: impl Fn(&T) -> usize,
+    wrap: impl Fn(Vec<T>) -> Msg,
+) -> Result<(), drift_p2p::StreamError> {
     let mut batch = Vec::new();
     let mut batch_bytes = 0;
-    for f in files {
-        let len = f.name.len() + 32;
+    for item in items {
+        let len = size(&item);
         if !batch.is_empty() && batch_bytes + len > ENTRY_BATCH_BYTES {
-            s.send(&Msg::Listing {
-                files: std::mem::take(&mut batch),
-            })
-            .await?;
+            s.send(&wrap(std::mem::take(&mut batch))).await?;
             batch_bytes = 0;
         }
         batch_bytes += len;
-        batch.push(f);
+        batch.push(item);
     }
-    s.send(&Msg::Listing { files: batch }).await?;
-    s.finish().await
+    s.send(&wrap(batch)).await
 }

@@ -157,14 +157,5 @@ pub(crate) async fn sync_all(shared: &Arc<Shared>) {
 /// Runs anti-entropy rounds until shutdown.
 pub(crate) async fn run_anti_entropy(shared: Arc<Shared>) {
     let every = shared.config.anti_entropy_interval;
-    loop {
-        tokio::select! {
-            _ = shared.cancel.cancelled() => break,
-            _ = tokio::time::sleep(every) => {}
-        }
-        tokio::select! {
-            _ = shared.cancel.cancelled() => break,
-            _ = sync_all(&shared) => {}
-        }
-    }
+    crate::node::periodically(&shared, every, None, || sync_all(&shared)).await;
 }
