@@ -391,6 +391,12 @@ impl FileReader {
         Poll::Ready(item)
     }
 
+    /// The file as a `tokio::io::AsyncRead`; a verification or availability
+    /// failure surfaces as an `io::Error` wrapping the [`GetError`].
+    pub fn into_async_read(self) -> impl tokio::io::AsyncRead + Send + Unpin {
+        tokio_util::io::StreamReader::new(self.map(|piece| piece.map_err(std::io::Error::other)))
+    }
+
     /// Reads the whole file into memory (for small files and tests).
     pub async fn read_to_end(mut self) -> Result<Vec<u8>, GetError> {
         let mut out = Vec::with_capacity(self.size.min(64 << 20) as usize);

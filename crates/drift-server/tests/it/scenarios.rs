@@ -266,3 +266,38 @@ impl tokio::io::AsyncRead for PatternReader {
         std::task::Poll::Ready(Ok(()))
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn empty_files_odd_names_and_async_read() {
+    use tokio::io::AsyncReadExt;
+    let c = Cluster::start(2, |_| {}).await;
+    let node = c.node(0);
+    node.store("empty", &b""[..]).await.unwrap();
+    assert_eq!(read(c.node(1), "empty").await.unwrap(), b"");
+    assert_eq!(node.list().await.unwrap()[0].size, 0);
+    let odd = "dir/ünïcødé name with spaces/../x.txt";
+    node.store(odd, &b"odd"[..]).await.unwrap();
+    assert_eq!(read(c.node(1), odd).await.unwrap(), b"odd");
+    for bad in ["", "nul\0byte"] {
+        assert!(matches!(
+            node.store(bad, &b"x"[..]).await,
+            Err(drift_server::StoreError::InvalidName(_))
+        ));
+    }
+    let long = "n".repeat(1025);
+    assert!(node.store(&long, &b"x"[..]).await.is_err());
+    node.store(&"n".repeat(1024), &b"max"[..]).await.unwrap();
+    let data = bytes(77, 2_500_000);
+    node.store("as-reader", &data[..]).await.unwrap();
+    let mut out = Vec::new();
+    c.node(1)
+        .get("as-reader")
+        .await
+        .unwrap()
+        .into_async_read()
+        .read_to_end(&mut out)
+        .await
+        .unwrap();
+    assert_eq!(out, data);
+    c.shutdown().await;
+}
