@@ -117,45 +117,84 @@ impl Cluster {
         // A port may be taken between probing and binding; retry a few times.
         for _ in 0..5 {
             let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-            let mut cmd = Command::new(bin());
-            cmd.args([
-                "node",
-                "--listen",
-                &addr.to_string(),
-                "--data",
-                dir.path().to_str().unwrap(),
-                "--anti-entropy",
-                "1",
-            ])
-            .env("DRIFT_SECRET", &self.secret)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-            for p in &peers {
-                cmd.args(["--peer", &p.to_string()]);
-            }
-            let mut child = cmd.spawn().unwrap();
-            let stdout = child.stdout.take().unwrap();
-            let guard = ChildGuard(Some(child));
-            let (tx, rx) = mpsc::channel();
-            std::thread::spawn(move || {
-                let mut line = String::new();
-                let _ = BufReader::new(stdout).read_line(&mut line);
-                let _ = tx.send(line);
-            });
-            match rx.recv_timeout(Duration::from_secs(20)) {
-                Ok(line) if line.contains("listening on") => {
-                    assert!(i == self.addrs.len());
-                    self.addrs.push(addr);
-                    self.dirs.push(dir);
-                    self.children.push(guard);
-                    return;
-                }
-                _ => continue,
+            if let Some(guard) = self.launch(addr, dir.path(), &peers) {
+                assert!(i == self.addrs.len());
+                self.addrs.push(addr);
+                self.dirs.push(dir);
+                self.children.push(guard);
+                return;
             }
         }
         panic!("node {i} did not start");
+    }
+
+    /// Starts `drift node` and waits (bounded) for its ready line.
+    fn launch(
+        &self,
+        addr: SocketAddr,
+        dir: &std::path::Path,
+        peers: &[SocketAddr],
+    ) -> Option<ChildGuard> {
+        let mut cmd = Command::new(bin());
+        cmd.args([
+            "node",
+            "--listen",
+            &addr.to_string(),
+            "--data",
+            dir.to_str().unwrap(),
+            "--anti-entropy",
+            "1",
+        ])
+        .env("DRIFT_SECRET", &self.secret)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+        for p in peers {
+            cmd.args(["--peer", &p.to_string()]);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let guard = ChildGuard(Some(child));
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) if line.contains("listening on") => Some(guard),
+            _ => None,
+        }
+    }
+
+    /// Restarts a stopped node on its old address and data directory.
+    pub fn restart(&mut self, i: usize) {
+        let guard = self
+            .launch(self.addrs[i], self.dirs[i].path(), &[])
+            .expect("node did not restart");
+        self.children[i] = guard;
+    }
+
+    /// Sends SIGTERM to node `i` and waits (bounded) for it to exit; returns
+    /// whether it exited with status 0.
+    pub fn terminate(&mut self, i: usize) -> bool {
+        let mut child = self.children[i].0.take().expect("node is running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.success();
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn addr(&self, i: usize) -> SocketAddr {

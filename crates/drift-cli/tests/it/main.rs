@@ -188,3 +188,18 @@ fn node_reports_a_port_in_use_and_an_unwritable_data_dir() {
     .assert_err();
     assert!(e.contains("cannot open data directory"), "{e}");
 }
+
+#[test]
+fn sigterm_shuts_a_node_down_cleanly_and_its_data_survives() {
+    let mut c = Cluster::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("durable.txt");
+    std::fs::write(&input, b"flushed before exit").unwrap();
+    c.run(0, &["put", input.to_str().unwrap()]).assert_ok();
+    assert!(c.terminate(0), "drift node exits 0 on SIGTERM");
+    c.restart(0);
+    assert_eq!(
+        c.run_bytes(0, &["get", "durable.txt"]).stdout,
+        b"flushed before exit"
+    );
+}
