@@ -1,0 +1,266 @@
+//! Reference figures measured in the same run: the primitives a chunk passes
+//! through, memcpy, loopback TCP and fsynced writes.
+
+use std::hint::black_box;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use aes::cipher::{KeyIvInit, StreamCipher};
+use anyhow::{Context, Result};
+use sha1::{Digest, Sha1};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::Plan;
+use super::report::Row;
+use super::workload::fill_random;
+
+type Aes256Ctr = ctr::Ctr128BE<aes::Aes256>;
+
+const MB: f64 = 1e6;
+/// Primitives run over a 1 MiB buffer (a chunk), as drift's seal does.
+const BUF: usize = 1 << 20;
+
+/// The one-core figures the pipeline limits are derived from, in MB/s.
+#[derive(Debug, Clone, Copy)]
+pub struct Primitives {
+    pub sha1: f64,
+    pub aes: f64,
+    pub blake3: f64,
+    pub fsync_write: f64,
+}
+
+impl Primitives {
+    /// One core pushing a chunk through keyed hash, AES-CTR and SHA-1 in turn.
+    pub fn one_core_pipeline(&self) -> f64 {
+        1.0 / (1.0 / self.sha1 + 1.0 / self.aes + 1.0 / self.blake3)
+    }
+
+    /// Issue 8: min(2 cores × one-core pipeline, fsync write bandwidth).
+    pub fn put_limit(&self) -> f64 {
+        (2.0 * self.one_core_pipeline()).min(self.fsync_write)
+    }
+
+    /// Opening uses the same three primitives and writes nothing.
+    pub fn get_limit(&self) -> f64 {
+        2.0 * self.one_core_pipeline()
+    }
+}
+
+/// Runs `f` (which processes `bytes_per_call` bytes) for about `time`, returning MB/s.
+fn rate(time: Duration, bytes_per_call: usize, mut f: impl FnMut()) -> f64 {
+    f(); // warm up caches and lazily detected CPU features
+    let start = Instant::now();
+    let mut calls = 0u64;
+    while start.elapsed() < time {
+        f();
+        calls += 1;
+    }
+    (calls as f64 * bytes_per_call as f64) / start.elapsed().as_secs_f64() / MB
+}
+
+fn runs(plan: &Plan, f: impl Fn() -> f64) -> Vec<f64> {
+    (0..plan.ref_runs).map(|_| f()).collect()
+}
+
+pub fn measure(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Result<Primitives> {
+    const S: &str = "Reference figures (same run)";
+    let mut buf = vec![0u8; BUF];
+    fill_random(&mut buf, 1);
+    let t = plan.ref_time;
+
+    let sha1 = runs(plan, || {
+        rate(t, BUF, || {
+            black_box(Sha1::digest(black_box(&buf)));
+        })
+    });
+    let aes = runs(plan, || {
+        let mut b = buf.clone();
+        rate(t, BUF, || {
+            let mut c = Aes256Ctr::new(&[7u8; 32].into(), &[0u8; 16].into());
+            c.apply_keystream(black_box(&mut b));
+        })
+    });
+    let blake3 = runs(plan, || {
+        rate(t, BUF, || {
+            black_box(blake3::keyed_hash(&[9u8; 32], black_box(&buf)));
+        })
+    });
+    let keys = drift_crypto::ClusterSecret::from_bytes([3; 32]).keys();
+    let seal = runs(plan, || {
+        let mut b = buf.clone();
+        rate(t, BUF, || {
+            // Sealing ciphertext again is as costly as sealing plaintext.
+            black_box(keys.convergence.seal(black_box(&mut b)));
+        })
+    });
+    let memcpy = runs(plan, || {
+        let src = vec![1u8; 64 << 20];
+        let mut dst = vec![0u8; 64 << 20];
+        rate(t, src.len(), || {
+            dst.copy_from_slice(black_box(&src));
+            black_box(&mut dst);
+        })
+    });
+    let tcp = runs(plan, || tcp_loopback(plan.tcp_bytes).unwrap_or(f64::NAN));
+    let probe = work.join("fsync-probe");
+    let mut fsync = Vec::new();
+    for _ in 0..plan.ref_runs {
+        fsync.push(fsync_write(&probe, plan.fsync_bytes)?);
+    }
+    let mut chunk_fsync = Vec::new();
+    for _ in 0..plan.ref_runs {
+        chunk_fsync.push(chunk_files_fsync(&probe, plan.fsync_bytes)?);
+    }
+    let _ = std::fs::remove_dir_all(&probe);
+
+    let p = Primitives {
+        sha1: super::report::median(&sha1),
+        aes: super::report::median(&aes),
+        blake3: super::report::median(&blake3),
+        fsync_write: super::report::median(&fsync),
+    };
+    let mb = "MB/s";
+    rows.push(Row::new(S, "SHA-1, one core, 1 MiB buffer", mb).samples(sha1));
+    rows.push(Row::new(S, "AES-256-CTR, one core", mb).samples(aes));
+    rows.push(Row::new(S, "BLAKE3 keyed hash, one core", mb).samples(blake3));
+    rows.push(
+        Row::new(S, "one-core seal pipeline = 1/(1/sha1+1/aes+1/blake3)", mb)
+            .samples(vec![p.one_core_pipeline()])
+            .note("derived from the medians above"),
+    );
+    rows.push(
+        Row::new(S, "drift-crypto seal, one core, measured", mb)
+            .samples(seal)
+            .against("one-core pipeline", p.one_core_pipeline()),
+    );
+    rows.push(Row::new(S, "memcpy, 64 MiB buffers", mb).samples(memcpy));
+    rows.push(
+        Row::new(S, "loopback TCP, tokio multi-thread, one connection", mb)
+            .samples(tcp)
+            .note(format!("{} MiB per run", plan.tcp_bytes >> 20)),
+    );
+    rows.push(
+        Row::new(S, "write + fsync, one file", mb)
+            .samples(fsync)
+            .note(format!(
+                "{} MiB in 1 MiB writes, one fsync",
+                plan.fsync_bytes >> 20
+            )),
+    );
+    rows.push(
+        Row::new(S, "1 MiB files, write + fsync each, 2 threads", mb)
+            .samples(chunk_fsync)
+            .note("what a chunk store that fsyncs every chunk can reach"),
+    );
+    rows.push(
+        Row::new(S, "put pipeline limit = min(2 × one-core, fsync write)", mb)
+            .samples(vec![p.put_limit()])
+            .note("issue 8's single-node put reference"),
+    );
+    rows.push(
+        Row::new(S, "open pipeline limit = 2 × one-core", mb)
+            .samples(vec![p.get_limit()])
+            .note("issue 8's single-node get reference"),
+    );
+    Ok(p)
+}
+
+/// One TCP connection on 127.0.0.1 moving `bytes` between two tasks of a
+/// two-worker multi-thread runtime.
+fn tcp_loopback(bytes: usize) -> Result<f64> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let reader = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await?;
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut got = 0usize;
+            loop {
+                let n = s.read(&mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                got += n;
+            }
+            Ok::<_, std::io::Error>(got)
+        });
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        let buf = vec![5u8; 256 * 1024];
+        let start = Instant::now();
+        let mut sent = 0;
+        while sent < bytes {
+            s.write_all(&buf).await?;
+            sent += buf.len();
+        }
+        s.shutdown().await?;
+        drop(s);
+        let got = reader.await??;
+        Ok(got as f64 / start.elapsed().as_secs_f64() / MB)
+    })
+}
+
+/// Sequential writes of `bytes` in 1 MiB pieces, then one fsync.
+fn fsync_write(dir: &Path, bytes: usize) -> Result<f64> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("big");
+    let _ = std::fs::remove_file(&path);
+    let mut buf = vec![0u8; BUF];
+    fill_random(&mut buf, 11);
+    let start = Instant::now();
+    let mut f = std::fs::File::create(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    let mut written = 0;
+    while written < bytes {
+        buf[..8].copy_from_slice(&(written as u64).to_le_bytes());
+        f.write_all(&buf)?;
+        written += buf.len();
+    }
+    f.sync_all()?;
+    let secs = start.elapsed().as_secs_f64();
+    drop(f);
+    std::fs::remove_file(&path)?;
+    Ok(written as f64 / secs / MB)
+}
+
+/// Two threads each writing 1 MiB files, each fsynced before the next.
+fn chunk_files_fsync(dir: &Path, bytes: usize) -> Result<f64> {
+    std::fs::create_dir_all(dir)?;
+    let per_thread = bytes / 2 / BUF;
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..2)
+            .map(|t| {
+                scope.spawn(move || -> Result<()> {
+                    let mut buf = vec![0u8; BUF];
+                    fill_random(&mut buf, 20 + t);
+                    for i in 0..per_thread {
+                        let path = dir.join(format!("c-{t}-{i}"));
+                        let mut f = std::fs::File::create(&path)?;
+                        buf[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                        f.write_all(&buf)?;
+                        f.sync_data()?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("fsync thread panicked"))??;
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    let secs = start.elapsed().as_secs_f64();
+    for t in 0..2 {
+        for i in 0..per_thread {
+            let _ = std::fs::remove_file(dir.join(format!("c-{t}-{i}")));
+        }
+    }
+    Ok((2 * per_thread * BUF) as f64 / secs / MB)
+}

@@ -1,0 +1,305 @@
+//! What the bench asks of the nodes: big puts and gets through the client
+//! library, small files from 16 concurrent clients, and content placed off a
+//! chosen node.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use drift_crypto::{ChunkId, ClusterSecret, DEFAULT_CHUNK_SIZE};
+use drift_server::client::Client;
+use tokio::io::{AsyncRead, ReadBuf};
+
+pub const CHUNK: usize = DEFAULT_CHUNK_SIZE;
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Fills `buf` with xorshift64* output (incompressible, reproducible).
+pub fn fill_random(buf: &mut [u8], seed: u64) {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for word in buf.chunks_mut(8) {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        let v = x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
+        word.copy_from_slice(&v[..word.len()]);
+    }
+}
+
+/// A file's bytes, made on the fly: every chunk-sized block is one random
+/// block with its first 16 bytes replaced by (tag, nonce of the block), so
+/// no two blocks of a run, or of different runs, dedup.
+pub struct Source {
+    base: Arc<Vec<u8>>,
+    len: u64,
+    pos: u64,
+    tag: u64,
+    nonces: Option<Arc<Vec<u64>>>,
+}
+
+impl Source {
+    pub fn new(base: Arc<Vec<u8>>, len: u64, tag: u64) -> Source {
+        Source {
+            base,
+            len,
+            pos: 0,
+            tag,
+            nonces: None,
+        }
+    }
+
+    fn header(&self, block: u64) -> [u8; 16] {
+        let nonce = self
+            .nonces
+            .as_ref()
+            .and_then(|n| n.get(block as usize).copied())
+            .unwrap_or(block);
+        let mut h = [0u8; 16];
+        h[..8].copy_from_slice(&self.tag.to_le_bytes());
+        h[8..].copy_from_slice(&nonce.to_le_bytes());
+        h
+    }
+}
+
+impl AsyncRead for Source {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        while buf.remaining() > 0 && self.pos < self.len {
+            let block = self.pos / CHUNK as u64;
+            let off = (self.pos % CHUNK as u64) as usize;
+            let n = (CHUNK - off)
+                .min(buf.remaining())
+                .min((self.len - self.pos) as usize);
+            if off < 16 {
+                let h = self.header(block);
+                let m = (16 - off).min(n);
+                buf.put_slice(&h[off..off + m]);
+                buf.put_slice(&self.base[off + m..off + n]);
+            } else {
+                buf.put_slice(&self.base[off..off + n]);
+            }
+            self.pos += n as u64;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// A random chunk-sized block to build sources from.
+pub fn base_block(seed: u64) -> Arc<Vec<u8>> {
+    let mut b = vec![0u8; CHUNK];
+    fill_random(&mut b, seed);
+    Arc::new(b)
+}
+
+pub async fn connect(addr: SocketAddr, secret: &ClusterSecret) -> Result<Client> {
+    Client::connect(addr, secret, CLIENT_TIMEOUT)
+        .await
+        .with_context(|| format!("cannot connect to node {addr}"))
+}
+
+/// Stores `source` as `name`; returns the seconds it took.
+pub async fn put(client: &Client, name: &str, source: Source) -> Result<f64> {
+    let len = source.len;
+    let start = Instant::now();
+    let (_, size) = client
+        .put(name, source, |_| {})
+        .await
+        .with_context(|| format!("put {name}"))?;
+    let secs = start.elapsed().as_secs_f64();
+    if size != len {
+        bail!("put {name}: the node stored {size} of {len} bytes");
+    }
+    Ok(secs)
+}
+
+/// Reads `name` into a sink; returns the seconds it took.
+pub async fn get(client: &Client, name: &str, len: u64) -> Result<f64> {
+    let start = Instant::now();
+    let size = client
+        .get(name, tokio::io::sink(), |_, _| {})
+        .await
+        .with_context(|| format!("get {name}"))?;
+    let secs = start.elapsed().as_secs_f64();
+    if size != len {
+        bail!("get {name}: {size} bytes, expected {len}");
+    }
+    Ok(secs)
+}
+
+/// drift-server's rendezvous placement (placement.rs), repeated here so the
+/// bench can make content that `avoid` holds no replica of. The bench checks
+/// the outcome through the node's chunk count, so a drift here is reported,
+/// not silently measured.
+fn replicas_of(id: &ChunkId, nodes: &[[u8; 32]], r: usize) -> Vec<[u8; 32]> {
+    let mut scored: Vec<(u64, [u8; 32])> = nodes
+        .iter()
+        .map(|n| {
+            let mut h = blake3::Hasher::new();
+            h.update(b"drift placement v1");
+            h.update(n);
+            h.update(id.as_bytes());
+            let out = h.finalize();
+            let mut first = [0u8; 8];
+            first.copy_from_slice(&out.as_bytes()[..8]);
+            (u64::from_be_bytes(first), *n)
+        })
+        .collect();
+    scored.sort_unstable_by(|a, b| b.cmp(a));
+    scored.into_iter().take(r).map(|(_, n)| n).collect()
+}
+
+pub fn parse_id(hex_id: &str) -> Result<[u8; 32]> {
+    let mut id = [0u8; 32];
+    if hex_id.len() != 64 {
+        bail!("node id {hex_id:?} is not 64 hex characters");
+    }
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex_id[2 * i..2 * i + 2], 16)?;
+    }
+    Ok(id)
+}
+
+/// A source of `n_chunks` whole chunks none of which is placed on `avoid`.
+pub fn source_avoiding(
+    secret: &ClusterSecret,
+    base: &Arc<Vec<u8>>,
+    tag: u64,
+    n_chunks: usize,
+    nodes: &[[u8; 32]],
+    avoid: [u8; 32],
+    r: usize,
+) -> Source {
+    let keys = secret.keys();
+    let next = AtomicU64::new(0);
+    let mut nonces = vec![0u64; n_chunks];
+    let slots: Vec<std::sync::Mutex<u64>> = (0..n_chunks).map(|_| Default::default()).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                let mut buf = vec![0u8; CHUNK];
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    if i >= n_chunks {
+                        break;
+                    }
+                    let mut nonce = i as u64;
+                    loop {
+                        buf.copy_from_slice(base);
+                        buf[..8].copy_from_slice(&tag.to_le_bytes());
+                        buf[8..16].copy_from_slice(&nonce.to_le_bytes());
+                        let id = keys.convergence.seal(&mut buf).id;
+                        if !replicas_of(&id, nodes, r).contains(&avoid) {
+                            break;
+                        }
+                        // Stay clear of the nonces other blocks start from.
+                        nonce += 1 << 32;
+                    }
+                    if let Ok(mut s) = slots[i].lock() {
+                        *s = nonce;
+                    }
+                }
+            });
+        }
+    });
+    for (n, s) in nonces.iter_mut().zip(slots) {
+        *n = s.into_inner().unwrap_or(0);
+    }
+    Source {
+        base: base.clone(),
+        len: (n_chunks * CHUNK) as u64,
+        pos: 0,
+        tag,
+        nonces: Some(Arc::new(nonces)),
+    }
+}
+
+/// Puts and gets per second of 4 KiB files from `clients` concurrent
+/// clients, each with one connection reused for every request, spread
+/// round-robin over `addrs`. Each phase runs for `time`.
+pub async fn small_files(
+    addrs: &[SocketAddr],
+    secret: &ClusterSecret,
+    clients: usize,
+    time: Duration,
+    tag: u64,
+) -> Result<(f64, f64)> {
+    let mut conns = Vec::new();
+    for i in 0..clients {
+        conns.push(Arc::new(connect(addrs[i % addrs.len()], secret).await?));
+    }
+    let base = Arc::new({
+        let mut b = vec![0u8; 4096];
+        fill_random(&mut b, tag ^ 0x5eed);
+        b
+    });
+    // Puts.
+    let start = Instant::now();
+    let deadline = start + time;
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut ids = Vec::new();
+    for (t, c) in conns.iter().enumerate() {
+        let c = c.clone();
+        let base = base.clone();
+        let handle = tasks.spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let mut body = base.to_vec();
+                body[..8].copy_from_slice(&tag.to_le_bytes());
+                body[8..16].copy_from_slice(&((t as u64) << 32 | n).to_le_bytes());
+                let name = format!("small-{tag}-{t}-{n}");
+                c.put(&name, &body[..], |_| {})
+                    .await
+                    .with_context(|| format!("put {name}"))?;
+                n += 1;
+            }
+            anyhow::Ok(n)
+        });
+        ids.push(handle.id());
+    }
+    let mut counts = vec![0u64; clients];
+    while let Some(r) = tasks.join_next_with_id().await {
+        let (id, n) = r?;
+        let t = ids.iter().position(|i| *i == id).context("unknown task")?;
+        counts[t] = n?;
+    }
+    let put_secs = start.elapsed().as_secs_f64();
+    let total_puts: u64 = counts.iter().sum();
+    // Gets, of the files just stored, each client reading what it wrote.
+    let mut per_client = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let start = Instant::now();
+    let deadline = start + time;
+    for (t, c) in conns.iter().enumerate() {
+        let c = c.clone();
+        let stored = counts[t].max(1);
+        tasks.spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let name = format!("small-{tag}-{t}-{}", n % stored);
+                let mut out = Vec::with_capacity(4096);
+                c.get(&name, &mut out, |_, _| {})
+                    .await
+                    .with_context(|| format!("get {name}"))?;
+                n += 1;
+            }
+            anyhow::Ok(n)
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        per_client.push(r??);
+    }
+    let get_secs = start.elapsed().as_secs_f64();
+    let total_gets: u64 = per_client.iter().sum();
+    for c in conns {
+        if let Ok(c) = Arc::try_unwrap(c) {
+            c.close().await;
+        }
+    }
+    Ok((total_puts as f64 / put_secs, total_gets as f64 / get_secs))
+}
