@@ -43,6 +43,9 @@ pub struct NodeArgs {
     /// Cap on the bytes of chunk files this node keeps (default: the disk's size).
     #[arg(long, value_name = "BYTES")]
     max_bytes: Option<u64>,
+    /// Seconds between scrubs, which re-verify every local chunk and re-fetch corrupt ones.
+    #[arg(long, value_name = "SECS", default_value_t = 3600)]
+    scrub_interval: u64,
 }
 
 /// Runs one command on a fresh multi-thread runtime.
@@ -113,6 +116,7 @@ async fn run_node(args: NodeArgs, secret: ClusterSecret) -> Result<()> {
     config.anti_entropy_interval = Duration::from_secs(args.anti_entropy.max(1));
     config.gc_grace = Duration::from_secs(args.gc_grace);
     config.max_bytes = args.max_bytes;
+    config.scrub_interval = Duration::from_secs(args.scrub_interval.max(1));
     let node = Node::start(config).await?;
     println!(
         "drift node {} listening on {}",
