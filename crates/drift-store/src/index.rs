@@ -13,8 +13,16 @@
 //! [`IndexError::WrongSecret`] instead of reading every record as corrupt.
 //! Every write is one redb transaction with `Durability::Immediate`: durable
 //! when the call returns, all or nothing after a crash.
+//!
+//! [`NameIndex::apply`] commits in groups: while one transaction is being made
+//! durable, concurrent callers queue their entries, and the next transaction
+//! carries all of them with one commit (one set of fsyncs). Each caller still
+//! returns only once its own entries are durable, and each caller's entries
+//! are still all or nothing.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 use drift_crypto::{Keys, RecordError};
 use redb::{Database, ReadableTable, TableDefinition};
@@ -37,7 +45,22 @@ const CHECK_PLAIN: &[u8] = b"drift name index v1";
 pub struct NameIndex {
     db: Database,
     sealer: Sealer,
+    group: Mutex<Group>,
+    group_done: Condvar,
 }
+
+/// The group commit of [`NameIndex::apply`]: callers queue their entries; one
+/// of them (the leader) commits everything queued, then the next group.
+#[derive(Default)]
+struct Group {
+    queue: Vec<(u64, Vec<NameEntry>)>,
+    next_ticket: u64,
+    leader: bool,
+    results: HashMap<u64, Result<Vec<bool>, IndexError>>,
+}
+
+/// Most callers one group transaction carries; bounds its size and latency.
+const MAX_GROUP: usize = 256;
 
 impl std::fmt::Debug for NameIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -59,6 +82,8 @@ impl NameIndex {
         let index = NameIndex {
             db,
             sealer: Sealer::new(keys),
+            group: Mutex::default(),
+            group_done: Condvar::new(),
         };
         index.check_or_init(path)?;
         Ok(index)
@@ -128,37 +153,117 @@ impl NameIndex {
     /// order, in one transaction, durable on return. Returns, per entry,
     /// whether it was applied.
     ///
+    /// Concurrent calls share a transaction (group commit, see the module
+    /// docs); a call whose entries make the shared commit fail is retried
+    /// alone, so one caller's error never fails another.
+    ///
     /// A stored record that no longer opens is replaced: its version cannot
     /// be compared, and the new entry is the only readable one.
     pub fn apply(&self, entries: &[NameEntry]) -> Result<Vec<bool>, IndexError> {
-        let txn = self.db.begin_write().map_err(IndexError::db)?;
-        let mut applied = Vec::with_capacity(entries.len());
-        {
-            let mut table = txn.open_table(ENTRIES).map_err(IndexError::db)?;
-            for entry in entries {
-                let key = self.name_hash(&entry.name);
-                let newer = match table.get(&key[..]).map_err(IndexError::db)? {
-                    None => true,
-                    Some(stored) => self
-                        .sealer
-                        .open_entry(&key, stored.value())
-                        .map_or(true, |old| entry.version > old.version),
-                };
-                if newer {
-                    let sealed = self.sealer.seal_entry(&key, entry)?;
-                    table
-                        .insert(&key[..], &sealed[..])
-                        .map_err(IndexError::db)?;
-                }
-                applied.push(newer);
+        let mut group = self.lock_group();
+        let ticket = group.next_ticket;
+        group.next_ticket += 1;
+        group.queue.push((ticket, entries.to_vec()));
+        loop {
+            if let Some(result) = group.results.remove(&ticket) {
+                return result;
+            }
+            if !group.leader {
+                break;
+            }
+            group = self
+                .group_done
+                .wait(group)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        // Lead: commit groups until our own result is in, then hand over.
+        group.leader = true;
+        loop {
+            let take = group.queue.len().min(MAX_GROUP);
+            let batch: Vec<(u64, Vec<NameEntry>)> = group.queue.drain(..take).collect();
+            drop(group);
+            let results = self.commit_group(&batch);
+            group = self.lock_group();
+            for (ticket, result) in results {
+                group.results.insert(ticket, result);
+            }
+            self.group_done.notify_all();
+            if let Some(result) = group.results.remove(&ticket) {
+                group.leader = false;
+                // A caller queued after our batch waits for a leader: wake one up.
+                self.group_done.notify_all();
+                return result;
             }
         }
-        if applied.contains(&true) {
+    }
+
+    fn lock_group(&self) -> MutexGuard<'_, Group> {
+        // The group state is only queues and results; a panic elsewhere
+        // leaves it consistent.
+        self.group.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Commits `batch` in one transaction; if that fails, each caller's
+    /// entries alone, so errors land on the caller that caused them.
+    fn commit_group(
+        &self,
+        batch: &[(u64, Vec<NameEntry>)],
+    ) -> Vec<(u64, Result<Vec<bool>, IndexError>)> {
+        if batch.len() > 1 {
+            let lists: Vec<&[NameEntry]> = batch.iter().map(|(_, e)| &e[..]).collect();
+            if let Ok(applied) = self.apply_txn(&lists) {
+                return batch
+                    .iter()
+                    .map(|(t, _)| *t)
+                    .zip(applied.into_iter().map(Ok))
+                    .collect();
+            }
+        }
+        batch
+            .iter()
+            .map(|(t, entries)| {
+                let r = self
+                    .apply_txn(&[&entries[..]])
+                    .map(|mut v| v.pop().unwrap_or_default());
+                (*t, r)
+            })
+            .collect()
+    }
+
+    /// Applies several callers' entries, in order, in one transaction.
+    fn apply_txn(&self, lists: &[&[NameEntry]]) -> Result<Vec<Vec<bool>>, IndexError> {
+        let txn = self.db.begin_write().map_err(IndexError::db)?;
+        let mut all = Vec::with_capacity(lists.len());
+        {
+            let mut table = txn.open_table(ENTRIES).map_err(IndexError::db)?;
+            for entries in lists {
+                let mut applied = Vec::with_capacity(entries.len());
+                for entry in entries.iter() {
+                    let key = self.name_hash(&entry.name);
+                    let newer = match table.get(&key[..]).map_err(IndexError::db)? {
+                        None => true,
+                        Some(stored) => self
+                            .sealer
+                            .open_entry(&key, stored.value())
+                            .map_or(true, |old| entry.version > old.version),
+                    };
+                    if newer {
+                        let sealed = self.sealer.seal_entry(&key, entry)?;
+                        table
+                            .insert(&key[..], &sealed[..])
+                            .map_err(IndexError::db)?;
+                    }
+                    applied.push(newer);
+                }
+                all.push(applied);
+            }
+        }
+        if all.iter().flatten().any(|a| *a) {
             txn.commit().map_err(IndexError::db)?;
         } else {
             txn.abort().map_err(IndexError::db)?;
         }
-        Ok(applied)
+        Ok(all)
     }
 
     /// Every entry, tombstones included, in name-hash order.
@@ -251,5 +356,43 @@ mod tests {
     #[test]
     fn index_is_send_and_sync() {
         assert_send_sync::<NameIndex>();
+    }
+
+    fn entry(name: &str, time: u64) -> NameEntry {
+        NameEntry {
+            name: name.into(),
+            version: Version { time, node: 1 },
+            deleted: false,
+            size: time,
+            content: vec![time as u8],
+        }
+    }
+
+    #[test]
+    fn concurrent_applies_share_commits_and_each_sees_its_own_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = drift_crypto::ClusterSecret::from_bytes([4; 32]).keys();
+        let index = NameIndex::open(dir.path(), &keys).unwrap();
+        std::thread::scope(|s| {
+            for t in 0..8u64 {
+                let index = &index;
+                s.spawn(move || {
+                    for i in 0..40u64 {
+                        let name = format!("f{t}-{i}");
+                        assert_eq!(index.apply(&[entry(&name, 5)]).unwrap(), [true]);
+                        // An older version of the same name loses, a shared
+                        // name is won by exactly one version.
+                        assert_eq!(index.apply(&[entry(&name, 4)]).unwrap(), [false]);
+                        index.apply(&[entry("shared", 100 + i)]).unwrap();
+                    }
+                });
+            }
+        });
+        drop(index);
+        let index = NameIndex::open(dir.path(), &keys).unwrap();
+        let entries = index.entries().unwrap();
+        assert_eq!(entries.len(), 8 * 40 + 1);
+        assert_eq!(index.get("shared").unwrap().unwrap().version.time, 139);
+        assert_eq!(index.get("f3-7").unwrap().unwrap().version.time, 5);
     }
 }
