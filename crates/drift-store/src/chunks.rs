@@ -140,17 +140,33 @@ impl ChunkStore {
     /// call created the file.
     pub fn put(&self, id: &ChunkId, sealed: &[u8]) -> Result<bool, PutError> {
         if sealed.len() > MAX_CHUNK_SIZE {
-            return Err(PutError::TooLarge {
-                id: *id,
-                len: sealed.len(),
-                max: MAX_CHUNK_SIZE,
-            });
+            // Checked again below; first, so an oversized input is not hashed.
+            return self.put_id_checked(id, sealed);
         }
         let actual = ChunkId::of(sealed);
         if actual != *id {
             return Err(PutError::IdMismatch {
                 expected: *id,
                 actual,
+            });
+        }
+        self.put_id_checked(id, sealed)
+    }
+
+    /// [`ChunkStore::put`] for bytes whose id the caller computed from these
+    /// very bytes (it just sealed them with `ConvergenceKey::seal`, or just
+    /// checked a fetched copy): skips the SHA-1 of the whole chunk, which is
+    /// most of a put's CPU.
+    ///
+    /// Nothing unverified can be read back: every `get` re-checks the SHA-1,
+    /// so a caller that broke this rule would see its chunk quarantined as
+    /// corrupt, never wrong bytes. Bytes from a peer go through `put`.
+    pub fn put_id_checked(&self, id: &ChunkId, sealed: &[u8]) -> Result<bool, PutError> {
+        if sealed.len() > MAX_CHUNK_SIZE {
+            return Err(PutError::TooLarge {
+                id: *id,
+                len: sealed.len(),
+                max: MAX_CHUNK_SIZE,
             });
         }
         let len = sealed.len() as u64;

@@ -320,3 +320,17 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn put_id_checked_stores_and_a_wrong_id_is_caught_at_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ChunkStore::open(dir.path()).unwrap();
+    let good = b"sealed bytes".to_vec();
+    let id = ChunkId::of(&good);
+    assert!(store.put_id_checked(&id, &good).unwrap());
+    assert_eq!(store.get(&id).unwrap(), good);
+    // A caller that breaks the contract gets a quarantined chunk, never wrong bytes.
+    let liar = ChunkId::of(b"other bytes");
+    assert!(store.put_id_checked(&liar, &good).unwrap());
+    assert!(matches!(store.get(&liar), Err(GetError::Corrupt { .. })));
+}
