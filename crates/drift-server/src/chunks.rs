@@ -19,68 +19,98 @@ pub(crate) fn placement(shared: &Shared, id: &ChunkId) -> (Vec<PeerId>, usize) {
     (rank(id, &nodes), r)
 }
 
+/// Why a chunk write fell short of its quorum.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Shortfall {
+    /// Replicas that fsynced the chunk.
+    pub acks: usize,
+    /// Replicas needed (a majority of R).
+    pub needed: usize,
+    /// Replicas that refused it for lack of space.
+    pub full: usize,
+}
+
+/// How putting a chunk on one node ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Put {
+    Stored,
+    NoSpace,
+    Failed,
+}
+
 /// Stores a sealed chunk on its replicas. Succeeds once a majority of R
 /// replicas have fsynced it, falling back to further-ranked nodes when a
-/// replica is down; otherwise reports how many acknowledged.
+/// replica is down or full; otherwise reports how many acknowledged.
 pub(crate) async fn write(
     shared: &Arc<Shared>,
     id: ChunkId,
     sealed: Bytes,
-) -> Result<(), (usize, usize)> {
+) -> Result<(), Shortfall> {
     let (ranked, r) = placement(shared, &id);
     let needed = write_quorum(r);
     let (targets, fallbacks) = ranked.split_at(r.min(ranked.len()));
     let results = join_all(
         targets
             .iter()
-            .map(|node| put_on(shared, *node, id, sealed.clone())),
+            .map(|node| try_put(shared, *node, id, sealed.clone())),
     )
     .await;
-    let mut acks = results.iter().filter(|ok| **ok).count();
+    let mut acks = results.iter().filter(|p| **p == Put::Stored).count();
+    let mut full = results.iter().filter(|p| **p == Put::NoSpace).count();
     for node in fallbacks {
         if acks >= needed {
             break;
         }
-        if put_on(shared, *node, id, sealed.clone()).await {
-            acks += 1;
+        match try_put(shared, *node, id, sealed.clone()).await {
+            Put::Stored => acks += 1,
+            Put::NoSpace => full += 1,
+            Put::Failed => {}
         }
     }
     if acks >= needed {
         Ok(())
     } else {
-        Err((acks, needed))
+        Err(Shortfall { acks, needed, full })
     }
 }
 
 /// Puts one chunk on one node (this one, or a peer over the network).
 pub(crate) async fn put_on(shared: &Arc<Shared>, node: PeerId, id: ChunkId, sealed: Bytes) -> bool {
+    try_put(shared, node, id, sealed).await == Put::Stored
+}
+
+async fn try_put(shared: &Arc<Shared>, node: PeerId, id: ChunkId, sealed: Bytes) -> Put {
     if node == shared.me {
         let store = shared.chunks.clone();
         return match blocking(move || store.put(&id, &sealed)).await {
-            Ok(Ok(_)) => true,
+            Ok(Ok(_)) => Put::Stored,
+            Ok(Err(e @ drift_store::PutError::NoSpace { .. })) => {
+                tracing::warn!(chunk = %id, "local chunk write failed: {e}");
+                Put::NoSpace
+            }
             Ok(Err(e)) => {
                 tracing::warn!(chunk = %id, "local chunk write failed: {e}");
-                false
+                Put::Failed
             }
             Err(e) => {
                 tracing::warn!(chunk = %id, "{e}");
-                false
+                Put::Failed
             }
         };
     }
     let Some(conn) = shared.members().conn(&node) else {
-        return false;
+        return Put::Failed;
     };
     match put_remote(&conn, id, &sealed).await {
-        Ok(()) => true,
+        Ok(put) => put,
         Err(e) => {
             tracing::debug!(peer = %node.short(), chunk = %id, "remote chunk write failed: {e}");
-            false
+            Put::Failed
         }
     }
 }
 
-async fn put_remote(conn: &Connection<Msg>, id: ChunkId, sealed: &Bytes) -> Result<(), String> {
+async fn put_remote(conn: &Connection<Msg>, id: ChunkId, sealed: &Bytes) -> Result<Put, String> {
     let mut s = conn.open().await.map_err(|e| e.to_string())?;
     let len = u32::try_from(sealed.len()).map_err(|_| "chunk too large".to_string())?;
     s.send(&Msg::PutChunk { id, len })
@@ -91,7 +121,11 @@ async fn put_remote(conn: &Connection<Msg>, id: ChunkId, sealed: &Bytes) -> Resu
         .map_err(|e| e.to_string())?;
     s.finish().await.map_err(|e| e.to_string())?;
     match s.recv().await.map_err(|e| e.to_string())? {
-        Some(Msg::Done) => Ok(()),
+        Some(Msg::Done) => Ok(Put::Stored),
+        Some(Msg::Failed {
+            kind: FailKind::NoSpace,
+            ..
+        }) => Ok(Put::NoSpace),
         Some(Msg::Failed { message, .. }) => Err(message),
         other => Err(format!("unexpected answer {other:?}")),
     }

@@ -57,6 +57,20 @@ pub enum StoreError {
         /// Replicas needed (a majority of R).
         needed: usize,
     },
+    /// Too few of a chunk's replicas stored it because nodes are out of space.
+    #[error(
+        "not enough space for chunk {chunk}: {full} replica(s) are out of space and {acks} of {needed} needed acknowledged; free space or add nodes"
+    )]
+    NoSpace {
+        /// The chunk.
+        chunk: ChunkId,
+        /// Replicas that fsynced it.
+        acks: usize,
+        /// Replicas needed (a majority of R).
+        needed: usize,
+        /// Replicas that refused it for lack of space.
+        full: usize,
+    },
     /// The file is larger than one entry can describe.
     #[error("file too large: {0} bytes")]
     TooLarge(u64),

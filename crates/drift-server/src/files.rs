@@ -30,10 +30,21 @@ async fn seal_and_write(shared: Arc<Shared>, mut buf: BytesMut) -> Result<ChunkR
     .map_err(|_| StoreError::ShuttingDown)?;
     chunks::write(&shared, chunk.id, buf.freeze())
         .await
-        .map_err(|(acks, needed)| StoreError::Unavailable {
-            chunk: chunk.id,
-            acks,
-            needed,
+        .map_err(|short| {
+            if short.full > 0 {
+                StoreError::NoSpace {
+                    chunk: chunk.id,
+                    acks: short.acks,
+                    needed: short.needed,
+                    full: short.full,
+                }
+            } else {
+                StoreError::Unavailable {
+                    chunk: chunk.id,
+                    acks: short.acks,
+                    needed: short.needed,
+                }
+            }
         })?;
     Ok(chunk)
 }

@@ -243,6 +243,7 @@ async fn client_put(
         }
         Err(e @ StoreError::InvalidName(_)) => failed(FailKind::BadRequest, e.to_string()),
         Err(e @ StoreError::Unavailable { .. }) => failed(FailKind::Unavailable, e.to_string()),
+        Err(e @ StoreError::NoSpace { .. }) => failed(FailKind::NoSpace, e.to_string()),
         Err(e) => failed(FailKind::Internal, e.to_string()),
     };
     reply(s, answer).await
