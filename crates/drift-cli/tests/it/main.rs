@@ -1,5 +1,6 @@
 //! End-to-end tests of the `drift` binary: real node processes on loopback.
 
+mod chaos;
 mod harness;
 
 use std::time::Duration;
