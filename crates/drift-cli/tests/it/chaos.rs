@@ -134,9 +134,13 @@ impl Report {
         }
     }
 
-    /// Prints the report, hands it to the xtask, and fails the test on any
-    /// failed check or lost file.
-    pub fn finish(mut self) {
+    /// Stops the lab, prints the report, hands it to the xtask, and fails the
+    /// test on any failed check or lost file. A passing scenario's data is
+    /// removed; a failing one's is kept under `DRIFT_CHAOS_DIR` for a post-mortem.
+    pub fn finish(mut self, lab: Lab) {
+        let root = lab.root.clone();
+        let kept = lab._tmp.is_none();
+        drop(lab);
         if self.files_lost > 0 {
             self.failures
                 .push(format!("{} file(s) lost", self.files_lost));
@@ -158,6 +162,11 @@ impl Report {
         );
         for f in &self.failures {
             println!("  failure: {f}");
+        }
+        if kept && passed {
+            let _ = std::fs::remove_dir_all(&root);
+        } else if kept {
+            println!("  data and node logs kept in {}", root.display());
         }
         if let Some(path) = std::env::var_os("DRIFT_CHAOS_REPORT") {
             let figures: serde_json::Map<String, serde_json::Value> = self

@@ -156,6 +156,5 @@ fn bit_rot_is_detected_and_repaired() {
     report.did = format!(
         "{n_files} files on 3 nodes (R = 3); 10 chunks rotted on node 1 then read, 10 on node 0 left to its scrub (every 2 s), 1 chunk rotted on every replica"
     );
-    drop(lab);
-    report.finish();
+    report.finish(lab);
 }

@@ -228,6 +228,5 @@ fn crash_during_writes() {
         "{} stores by {writers} writers through 3 nodes (R = 3); SIGKILL of a random node at random moments, each restarted; every store read back from every node",
         results.len()
     );
-    drop(lab);
-    report.finish();
+    report.finish(lab);
 }

@@ -119,6 +119,5 @@ fn full_disks_fail_clearly() {
     report.did = format!(
         "4 nodes (R = 3), 3 of them with small quotas; {FILE_LEN}-byte stores until 5 in a row were refused; every store checked on every node"
     );
-    drop(lab);
-    report.finish();
+    report.finish(lab);
 }

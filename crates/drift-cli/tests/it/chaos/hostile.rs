@@ -272,6 +272,5 @@ fn hostile_member_cannot_corrupt_reads() {
     report.did = format!(
         "3 honest nodes and 1 lying member (R = 2); {n_files} files stored, each read through every honest node"
     );
-    drop(lab);
-    report.finish();
+    report.finish(lab);
 }

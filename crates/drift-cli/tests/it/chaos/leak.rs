@@ -186,6 +186,5 @@ fn secrets_never_leak() {
     report.did = format!(
         "3 nodes; a {len}-byte file with {copies} copies of a random marker and a small one, under names with another marker, stored and read through a capturing proxy; wire and data directories searched"
     );
-    drop(lab);
-    report.finish();
+    report.finish(lab);
 }

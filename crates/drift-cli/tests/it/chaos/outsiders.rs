@@ -310,6 +310,5 @@ fn outsiders_get_nothing() {
     report.did = format!(
         "1 node; {n_attempts} connection attempts with no or a wrong secret, {n_idle} idle connections, {n_blasts} connections of random bytes"
     );
-    drop(lab);
-    report.finish();
+    report.finish(lab);
 }

@@ -137,6 +137,5 @@ fn partition_heals() {
     report.did = format!(
         "3 nodes (R = 3); node {cut} cut off for {cut_secs:.0} s while the others took stores and deletes; healed; node {cut} checked"
     );
-    drop(lab);
-    report.finish();
+    report.finish(lab);
 }
