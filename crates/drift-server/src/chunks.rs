@@ -82,7 +82,8 @@ pub(crate) async fn put_on(shared: &Arc<Shared>, node: PeerId, id: ChunkId, seal
 async fn try_put(shared: &Arc<Shared>, node: PeerId, id: ChunkId, sealed: Bytes) -> Put {
     if node == shared.me {
         let store = shared.chunks.clone();
-        return match blocking(move || store.put(&id, &sealed)).await {
+        // These bytes were sealed moments ago, so their id is already known good.
+        return match blocking(move || store.put_id_checked(&id, &sealed)).await {
             Ok(Ok(_)) => Put::Stored,
             Ok(Err(e @ drift_store::PutError::NoSpace { .. })) => {
                 tracing::warn!(chunk = %id, "local chunk write failed: {e}");
@@ -229,7 +230,8 @@ pub(crate) async fn fetch_sealed(shared: &Arc<Shared>, id: ChunkId) -> Result<By
                 if i_hold_it || saw_corrupt {
                     let store = shared.chunks.clone();
                     let copy = sealed.clone();
-                    if let Ok(Err(e)) = blocking(move || store.put(&id, &copy)).await {
+                    // get_remote checked the id of these bytes.
+                    if let Ok(Err(e)) = blocking(move || store.put_id_checked(&id, &copy)).await {
                         tracing::warn!(chunk = %id, "read repair failed: {e}");
                     }
                 }
@@ -262,7 +264,10 @@ pub(crate) async fn read_plain(
     let chunk = chunk.clone();
     let opened = blocking(move || {
         let mut buf = BytesMut::from(sealed);
-        keys.open(&chunk, &mut buf).map(|()| buf.freeze())
+        // fetch_sealed verified the id (the store re-hashes on read, a fetch
+        // checks it); open still authenticates the plaintext by its key.
+        keys.open_id_checked(&chunk, &mut buf)
+            .map(|()| buf.freeze())
     })
     .await
     .map_err(|_| crate::GetError::ShuttingDown)?;

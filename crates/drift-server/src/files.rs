@@ -19,15 +19,25 @@ use crate::proto::Msg;
 use crate::status::{FileInfo, NodeStatus};
 use crate::{DeleteError, GetError, StoreError};
 
+/// Chunks up to this size are sealed on the async thread.
+const INLINE_SEAL_MAX: usize = 64 * 1024;
+
 /// Seals one chunk and writes it to its replicas.
 async fn seal_and_write(shared: Arc<Shared>, mut buf: BytesMut) -> Result<ChunkRef, StoreError> {
-    let keys = shared.keys.convergence.clone();
-    let (chunk, buf) = blocking(move || {
-        let r = keys.seal(&mut buf);
+    // Sealing a small chunk takes microseconds, less than handing it to the
+    // blocking pool and waking up again.
+    let (chunk, buf) = if buf.len() <= INLINE_SEAL_MAX {
+        let r = shared.keys.convergence.seal(&mut buf);
         (r, buf)
-    })
-    .await
-    .map_err(|_| StoreError::ShuttingDown)?;
+    } else {
+        let keys = shared.keys.convergence.clone();
+        blocking(move || {
+            let r = keys.seal(&mut buf);
+            (r, buf)
+        })
+        .await
+        .map_err(|_| StoreError::ShuttingDown)?
+    };
     chunks::write(&shared, chunk.id, buf.freeze())
         .await
         .map_err(|short| {
@@ -56,7 +66,7 @@ pub(crate) async fn store<S>(
     shared: &Arc<Shared>,
     name: &str,
     mut pieces: S,
-) -> Result<Version, StoreError>
+) -> Result<(Version, u64), StoreError>
 where
     S: Stream<Item = std::io::Result<Bytes>> + Unpin,
 {
@@ -109,7 +119,7 @@ where
         content: manifest.encode(),
     };
     publish(shared, entry).await.map_err(StoreError::Index)?;
-    Ok(version)
+    Ok((version, size))
 }
 
 /// Small files list their chunks inline; larger ones store the list as sealed parts.

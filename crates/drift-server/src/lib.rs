@@ -47,7 +47,7 @@ mod maintenance;
 mod manifest;
 mod members;
 mod node;
-mod placement;
+pub mod placement;
 pub mod proto;
 mod serve;
 mod status;
@@ -59,5 +59,7 @@ pub use files::FileReader;
 pub use node::Node;
 pub use status::{FileInfo, NodeStatus, PeerState, PeerStatus};
 
+/// Re-exported so users need not depend on drift-p2p for node ids.
+pub use drift_p2p::PeerId;
 /// Re-exported so users need not depend on drift-store for versions.
 pub use drift_store::Version;

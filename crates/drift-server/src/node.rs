@@ -231,7 +231,9 @@ impl Node {
         R: tokio::io::AsyncRead + Unpin + Send,
     {
         let pieces = tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024);
-        crate::files::store(&self.shared, name, pieces).await
+        crate::files::store(&self.shared, name, pieces)
+            .await
+            .map(|(version, _)| version)
     }
 
     /// Opens `name` for reading, from local or remote replicas, verifying

@@ -1,4 +1,7 @@
 //! Rendezvous (highest random weight) placement of chunks on nodes.
+//!
+//! Public so tools (the bench, operators' scripts) can ask where a chunk lives
+//! without repeating the hash.
 
 use drift_crypto::ChunkId;
 use drift_p2p::PeerId;

@@ -229,18 +229,7 @@ async fn client_put(
     });
     let result = crate::files::store(shared, name, Box::pin(pieces)).await;
     let answer = match result {
-        Ok(version) => {
-            let index = shared.index.clone();
-            let owned = name.to_string();
-            let size = blocking(move || index.get(&owned))
-                .await
-                .ok()
-                .and_then(|r| r.ok())
-                .flatten()
-                .map(|e| e.size)
-                .unwrap_or(0);
-            Msg::Stored { version, size }
-        }
+        Ok((version, size)) => Msg::Stored { version, size },
         Err(e @ StoreError::InvalidName(_)) => failed(FailKind::BadRequest, e.to_string()),
         Err(e @ StoreError::Unavailable { .. }) => failed(FailKind::Unavailable, e.to_string()),
         Err(e @ StoreError::NoSpace { .. }) => failed(FailKind::NoSpace, e.to_string()),

@@ -132,26 +132,14 @@ pub async fn get(client: &Client, name: &str, len: u64) -> Result<f64> {
     Ok(secs)
 }
 
-/// drift-server's rendezvous placement (placement.rs), repeated here so the
-/// bench can make content that `avoid` holds no replica of. The bench checks
-/// the outcome through the node's chunk count, so a drift here is reported,
-/// not silently measured.
+/// The `r` nodes drift-server places `id` on, by its own rendezvous hashing.
 fn replicas_of(id: &ChunkId, nodes: &[[u8; 32]], r: usize) -> Vec<[u8; 32]> {
-    let mut scored: Vec<(u64, [u8; 32])> = nodes
-        .iter()
-        .map(|n| {
-            let mut h = blake3::Hasher::new();
-            h.update(b"drift placement v1");
-            h.update(n);
-            h.update(id.as_bytes());
-            let out = h.finalize();
-            let mut first = [0u8; 8];
-            first.copy_from_slice(&out.as_bytes()[..8]);
-            (u64::from_be_bytes(first), *n)
-        })
-        .collect();
-    scored.sort_unstable_by(|a, b| b.cmp(a));
-    scored.into_iter().take(r).map(|(_, n)| n).collect()
+    let ids: Vec<drift_server::PeerId> = nodes.iter().map(|n| drift_server::PeerId(*n)).collect();
+    drift_server::placement::rank(id, &ids)
+        .into_iter()
+        .take(r)
+        .map(|p| p.0)
+        .collect()
 }
 
 pub fn parse_id(hex_id: &str) -> Result<[u8; 32]> {
