@@ -7,9 +7,12 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use drift_crypto::ChunkRef;
 use drift_store::{NameEntry, Version};
-use futures_util::stream::{FuturesOrdered, StreamExt};
+use std::collections::VecDeque;
+
+use futures_util::stream::StreamExt;
 use futures_util::{Stream, future::join_all};
 use tokio::sync::mpsc;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::chunks;
 use crate::error::check_name;
@@ -73,7 +76,12 @@ where
     check_name(name).map_err(StoreError::InvalidName)?;
     let chunk_size = shared.config.chunk_size;
     let depth = shared.config.pipeline_depth.max(1);
-    let mut in_flight = FuturesOrdered::new();
+    // Each chunk is its own task, so sealing and replication go on while the
+    // next chunk is read; dropping the queue (an error, a cancelled store)
+    // aborts whatever is still in flight.
+    let mut in_flight: VecDeque<AbortOnDropHandle<Result<ChunkRef, StoreError>>> = VecDeque::new();
+    let spawn_chunk =
+        |buf: BytesMut| AbortOnDropHandle::new(tokio::spawn(seal_and_write(shared.clone(), buf)));
     let mut refs: Vec<ChunkRef> = Vec::new();
     let mut size: u64 = 0;
     let mut buf = BytesMut::with_capacity(chunk_size);
@@ -89,7 +97,7 @@ where
                         if buf.len() == chunk_size {
                             let full =
                                 std::mem::replace(&mut buf, BytesMut::with_capacity(chunk_size));
-                            in_flight.push_back(seal_and_write(shared.clone(), full));
+                            in_flight.push_back(spawn_chunk(full));
                         }
                     }
                     continue;
@@ -99,14 +107,14 @@ where
                     input_done = true;
                     if !buf.is_empty() {
                         let last = std::mem::take(&mut buf);
-                        in_flight.push_back(seal_and_write(shared.clone(), last));
+                        in_flight.push_back(spawn_chunk(last));
                     }
                     continue;
                 }
             }
         }
-        if let Some(done) = in_flight.next().await {
-            refs.push(done?);
+        if let Some(done) = in_flight.pop_front() {
+            refs.push(done.await.map_err(|_| StoreError::ShuttingDown)??);
         }
     }
     let manifest = build_manifest(shared, chunk_size, refs).await?;
@@ -247,14 +255,23 @@ async fn produce(
             return;
         }
     };
+    // Reads run as their own tasks, so they go on while the consumer is slow
+    // to take the previous chunk; returning drops (aborts) the rest.
     let depth = shared.config.pipeline_depth.max(1);
-    let mut reads = futures_util::stream::iter(refs)
-        .map(|r| {
+    let mut refs = refs.into_iter();
+    let mut in_flight = VecDeque::new();
+    loop {
+        while in_flight.len() < depth {
+            let Some(r) = refs.next() else { break };
             let shared = shared.clone();
-            async move { chunks::read_plain(&shared, &r).await }
-        })
-        .buffered(depth);
-    while let Some(result) = reads.next().await {
+            in_flight.push_back(AbortOnDropHandle::new(tokio::spawn(async move {
+                chunks::read_plain(&shared, &r).await
+            })));
+        }
+        let Some(next) = in_flight.pop_front() else {
+            return;
+        };
+        let result = next.await.unwrap_or(Err(GetError::ShuttingDown));
         let failed = result.is_err();
         if tx.send(result).await.is_err() || failed {
             return;
