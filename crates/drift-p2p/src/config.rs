@@ -33,8 +33,12 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     /// A connection with no frame received for this long is closed. Default 5 s.
     pub idle_timeout: Duration,
-    /// Connections (inbound, outbound and handshaking) at once. Default 256.
+    /// Authenticated connections (inbound and outbound) at once. Default 256.
     pub max_connections: usize,
+    /// Inbound connections still in the handshake at once. Default 64. They
+    /// have their own pool, so connections that never prove the secret can
+    /// delay new connections but never crowd out authenticated ones.
+    pub max_pending_handshakes: usize,
     /// Streams per connection and direction. Default 256.
     pub max_streams: usize,
     /// Bytes a peer may send on one stream before the application reads them.
@@ -55,6 +59,7 @@ impl Config {
             heartbeat_interval: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(5),
             max_connections: 256,
+            max_pending_handshakes: 64,
             max_streams: 256,
             stream_window: 1 << 20,
         }
@@ -81,6 +86,7 @@ impl fmt::Debug for Config {
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("idle_timeout", &self.idle_timeout)
             .field("max_connections", &self.max_connections)
+            .field("max_pending_handshakes", &self.max_pending_handshakes)
             .field("max_streams", &self.max_streams)
             .field("stream_window", &self.stream_window)
             .finish()

@@ -100,6 +100,8 @@ struct Inner<M> {
     conns: Mutex<HashMap<u64, Connection<M>>>,
     tasks: Mutex<JoinSet<()>>,
     slots: Arc<Semaphore>,
+    /// Inbound handshakes in progress; separate from `slots` on purpose.
+    pending: Arc<Semaphore>,
     shutdown: CancellationToken,
     _m: PhantomData<fn() -> M>,
 }
@@ -137,6 +139,7 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Endpoint<M> {
         let (tx, rx) = mpsc::unbounded_channel();
         let inner = Inner {
             slots: Arc::new(Semaphore::new(config.max_connections)),
+            pending: Arc::new(Semaphore::new(config.max_pending_handshakes.max(1))),
             config,
             local_addr,
             events: Mutex::new(Some(tx)),
@@ -213,17 +216,25 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Endpoint<M> {
         lock(&self.inner.events).take();
     }
 
-    async fn accept_one(self, tcp: TcpStream, addr: SocketAddr, slot: OwnedSemaphorePermit) {
+    async fn accept_one(self, tcp: TcpStream, addr: SocketAddr, pending: OwnedSemaphorePermit) {
         let config = &self.inner.config;
         let accept = async {
             let mut session = handshake(tcp, config, false).await?;
+            // Only a peer that proved the secret takes a connection slot; one
+            // that finds none is told so instead of getting a hello.
+            let Ok(slot) = self.inner.slots.clone().try_acquire_owned() else {
+                session.send_close("connection limit reached").await;
+                return Err(ConnectError::Limit);
+            };
             let hello = session.exchange_hello(config, false).await?;
-            Ok::<_, ConnectError>((session, hello))
+            Ok::<_, ConnectError>((session, hello, slot))
         };
-        match timeout(config.handshake_timeout, accept).await {
+        let result = timeout(config.handshake_timeout, accept).await;
+        drop(pending);
+        match result {
             Err(_) => tracing::warn!(%addr, "inbound handshake timed out"),
             Ok(Err(e)) => tracing::warn!(%addr, "inbound connection refused: {e}"),
-            Ok(Ok((session, hello))) => {
+            Ok(Ok((session, hello, slot))) => {
                 if let Err(e) = self.start(session, hello, false, slot) {
                     tracing::debug!(%addr, "inbound connection dropped: {e}");
                 }
@@ -351,13 +362,13 @@ async fn accept_loop<M: Serialize + DeserializeOwned + Send + 'static>(
             }
         };
         let Some(inner) = inner.upgrade() else { return };
-        let Ok(slot) = inner.slots.clone().try_acquire_owned() else {
-            tracing::warn!(%addr, "connection limit reached: closing inbound connection");
+        let Ok(pending) = inner.pending.clone().try_acquire_owned() else {
+            tracing::warn!(%addr, "too many handshakes in progress: closing inbound connection");
             continue;
         };
         let endpoint = Endpoint {
             inner: inner.clone(),
         };
-        inner.spawn(endpoint.accept_one(tcp, addr, slot));
+        inner.spawn(endpoint.accept_one(tcp, addr, pending));
     }
 }

@@ -250,6 +250,11 @@ impl Session {
         Ok(hello)
     }
 
+    /// Tells an authenticated peer why it is turned away, instead of a hello.
+    pub(crate) async fn send_close(&mut self, reason: &str) {
+        let _ = self.send(&close(reason)).await;
+    }
+
     async fn refuse(&mut self, reason: String) -> ConnectError {
         let _ = self.send(&close(&reason)).await;
         ConnectError::Handshake(reason)

@@ -136,3 +136,28 @@ async fn a_peer_that_opens_too_many_streams_gets_resets() {
     assert_eq!(reset, vec![9, 11]);
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_unauthenticated_connections_do_not_take_connection_slots() {
+    let secret = secret();
+    let mut cfg = config(&secret, Role::Node);
+    cfg.max_connections = 2;
+    cfg.max_pending_handshakes = 8;
+    let (node, _events) = Ep::bind(any_port(), cfg).await.unwrap();
+    let addr = node.local_addr().unwrap();
+    // More silent sockets than connection slots, fewer than handshake slots.
+    let mut silent = Vec::new();
+    for _ in 0..5 {
+        silent.push(
+            within(SOON, tokio::net::TcpStream::connect(addr))
+                .await
+                .unwrap(),
+        );
+    }
+    let (client, _ev) = Ep::client(config(&secret, Role::Client));
+    within(SOON, client.connect(addr)).await.unwrap();
+    within(SOON, client.connect(addr)).await.unwrap();
+    drop(silent);
+    client.shutdown().await;
+    node.shutdown().await;
+}
