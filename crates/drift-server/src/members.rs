@@ -305,7 +305,8 @@ fn on_disconnected(shared: &Arc<Shared>, conn: &Connection<Msg>, reason: &str) {
     }
 }
 
-async fn exchange_peers(shared: &Arc<Shared>, conn: &Connection<Msg>) {
+/// Asks a peer for the members it knows and dials the new ones.
+pub(crate) async fn exchange_peers(shared: &Arc<Shared>, conn: &Connection<Msg>) {
     let Ok(Msg::PeerList { peers }) = conn.request(Msg::Peers).await else {
         return;
     };

@@ -148,10 +148,16 @@ async fn try_sync(shared: &Arc<Shared>, conn: &Connection<Msg>) -> Result<usize,
     Ok(applied)
 }
 
-/// One anti-entropy round with every connected peer.
+/// One anti-entropy round with every connected peer: names, and members
+/// (so a node that joined through someone else is found even if it never
+/// dialed us).
 pub(crate) async fn sync_all(shared: &Arc<Shared>) {
     let conns = shared.members().up_conns();
-    join_all(conns.iter().map(|c| sync_with(shared, c))).await;
+    join_all(conns.iter().map(|c| async move {
+        sync_with(shared, c).await;
+        crate::members::exchange_peers(shared, c).await;
+    }))
+    .await;
 }
 
 /// Runs anti-entropy rounds until shutdown.
