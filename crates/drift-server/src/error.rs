@@ -71,6 +71,18 @@ pub enum StoreError {
         /// Replicas that refused it for lack of space.
         full: usize,
     },
+    /// The data is on a quorum and the name is written on this node, but the
+    /// name reached fewer than a majority of R nodes: the outcome is in doubt
+    /// until the peers return (anti-entropy then spreads it).
+    #[error(
+        "the file's name reached only {written} of the {needed} nodes needed; it is kept on this node and will spread when peers return"
+    )]
+    NameUnreplicated {
+        /// Nodes that committed the entry, this one included.
+        written: usize,
+        /// A majority of R.
+        needed: usize,
+    },
     /// The file is larger than one entry can describe.
     #[error("file too large: {0} bytes")]
     TooLarge(u64),
@@ -126,6 +138,16 @@ pub enum DeleteError {
     /// The local name index failed.
     #[error("name index error: {0}")]
     Index(String),
+    /// The tombstone is written here but reached fewer than a majority of R nodes.
+    #[error(
+        "the delete reached only {written} of the {needed} nodes needed; it is kept on this node and will spread when peers return"
+    )]
+    Unreplicated {
+        /// Nodes that committed the tombstone, this one included.
+        written: usize,
+        /// A majority of R.
+        needed: usize,
+    },
 }
 
 /// Most bytes in a file name.

@@ -126,7 +126,12 @@ where
         size,
         content: manifest.encode(),
     };
-    publish(shared, entry).await.map_err(StoreError::Index)?;
+    publish(shared, entry).await.map_err(|e| match e {
+        PublishError::Local(m) => StoreError::Index(m),
+        PublishError::Unreplicated { written, needed } => {
+            StoreError::NameUnreplicated { written, needed }
+        }
+    })?;
     Ok((version, size))
 }
 
@@ -165,19 +170,41 @@ async fn build_manifest(
 
 /// Writes an entry locally and pushes it to every connected peer (best
 /// effort; anti-entropy delivers it to the rest).
-pub(crate) async fn publish(shared: &Arc<Shared>, entry: NameEntry) -> Result<(), String> {
+pub(crate) async fn publish(shared: &Arc<Shared>, entry: NameEntry) -> Result<(), PublishError> {
     let index = shared.index.clone();
     let local = entry.clone();
     blocking(move || index.apply(std::slice::from_ref(&local)))
-        .await?
-        .map_err(|e| e.to_string())?;
+        .await
+        .map_err(PublishError::Local)?
+        .map_err(|e| PublishError::Local(e.to_string()))?;
     shared.index_changed();
-    let conns = shared.members().up_conns();
+    let (conns, r) = {
+        let table = shared.members();
+        (table.up_conns(), table.effective_replicas())
+    };
     let msg = Msg::PushEntries {
         entries: vec![entry],
     };
-    join_all(conns.iter().map(|c| c.request(msg.clone()))).await;
+    let answers = join_all(conns.iter().map(|c| c.request(msg.clone()))).await;
+    // Like a chunk, an entry counts as durable once a majority of R nodes
+    // (this one included) have committed it.
+    let written = 1 + answers
+        .iter()
+        .filter(|a| matches!(a, Ok(Msg::Done)))
+        .count();
+    let needed = crate::placement::write_quorum(r);
+    if written < needed {
+        return Err(PublishError::Unreplicated { written, needed });
+    }
     Ok(())
+}
+
+/// Why an entry was not durably published.
+pub(crate) enum PublishError {
+    /// The local index refused it: nothing was written.
+    Local(String),
+    /// It is written here but reached too few peers.
+    Unreplicated { written: usize, needed: usize },
 }
 
 /// The newest entry for `name`: the local one, or, if this node has none
@@ -317,7 +344,12 @@ pub(crate) async fn delete(shared: &Arc<Shared>, name: &str) -> Result<(), Delet
         size: 0,
         content: Vec::new(),
     };
-    publish(shared, tombstone).await.map_err(DeleteError::Index)
+    publish(shared, tombstone).await.map_err(|e| match e {
+        PublishError::Local(m) => DeleteError::Index(m),
+        PublishError::Unreplicated { written, needed } => {
+            DeleteError::Unreplicated { written, needed }
+        }
+    })
 }
 
 /// Every live file, sorted by name.

@@ -231,7 +231,9 @@ async fn client_put(
     let answer = match result {
         Ok((version, size)) => Msg::Stored { version, size },
         Err(e @ StoreError::InvalidName(_)) => failed(FailKind::BadRequest, e.to_string()),
-        Err(e @ StoreError::Unavailable { .. }) => failed(FailKind::Unavailable, e.to_string()),
+        Err(e @ (StoreError::Unavailable { .. } | StoreError::NameUnreplicated { .. })) => {
+            failed(FailKind::Unavailable, e.to_string())
+        }
         Err(e @ StoreError::NoSpace { .. }) => failed(FailKind::NoSpace, e.to_string()),
         Err(e) => failed(FailKind::Internal, e.to_string()),
     };

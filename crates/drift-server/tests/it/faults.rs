@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use drift_crypto::ClusterSecret;
 use drift_server::client::{Client, ClientError};
+use drift_server::proto::{FailKind, Msg};
 use drift_server::{GetError, PeerState, StoreError};
 
 use crate::cluster::{Cluster, LIMIT, bytes, chunk_files, read, wait_for};
@@ -256,4 +257,88 @@ async fn deleted_files_chunks_are_collected_after_the_grace_period() {
         assert_eq!(read(c.node(n), "keep").await.unwrap(), bytes(1, 300_000));
     }
     c.shutdown().await;
+}
+
+/// A member that takes chunks but refuses every name entry.
+async fn entry_refusing_member(
+    secret: &ClusterSecret,
+) -> (drift_p2p::Endpoint<Msg>, std::net::SocketAddr) {
+    use drift_p2p::{Config, Endpoint, Event, NodeKey, Role};
+    let mut cfg = Config::new(secret, NodeKey::generate(), Role::Node);
+    cfg.advertise = Some("127.0.0.1:0".parse().unwrap());
+    let (ep, mut events) = Endpoint::<Msg>::bind("127.0.0.1:0".parse().unwrap(), cfg)
+        .await
+        .unwrap();
+    let addr = ep.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            let Event::Stream { mut stream, .. } = ev else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let answer = match stream.recv().await {
+                    Ok(Some(Msg::PutChunk { .. })) => {
+                        while let Ok(Some(_)) = stream.recv().await {}
+                        Msg::Done
+                    }
+                    Ok(Some(Msg::Peers)) => Msg::PeerList { peers: vec![] },
+                    Ok(Some(Msg::IndexDigest)) => Msg::Digest {
+                        digest: [0; 32],
+                        n_entries: 0,
+                    },
+                    _ => Msg::Failed {
+                        kind: FailKind::Internal,
+                        message: "refused".into(),
+                    },
+                };
+                let _ = stream.send(&answer).await;
+                let _ = stream.finish().await;
+            });
+        }
+    });
+    (ep, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_name_that_reaches_too_few_nodes_is_reported() {
+    let secret = ClusterSecret::generate().unwrap();
+    let (fake, fake_addr) = entry_refusing_member(&secret).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = crate::cluster::config(
+        dir.path(),
+        &secret,
+        "127.0.0.1:0".parse().unwrap(),
+        vec![fake_addr],
+    );
+    cfg.replicas = 2;
+    let node = drift_server::Node::start(cfg).await.unwrap();
+    wait_for("the member to be up", LIMIT, || async {
+        node.status()
+            .await
+            .peers
+            .iter()
+            .any(|p| p.state == PeerState::Up)
+    })
+    .await;
+    // Both replicas take the chunk, but only this node keeps the name.
+    let err = node
+        .store("half-done", &bytes(3, 1000)[..])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::NameUnreplicated {
+                written: 1,
+                needed: 2
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("reached only 1 of the 2 nodes"),
+        "{err}"
+    );
+    node.shutdown().await;
+    fake.shutdown().await;
 }
