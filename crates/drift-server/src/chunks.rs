@@ -84,7 +84,10 @@ async fn try_put(shared: &Arc<Shared>, node: PeerId, id: ChunkId, sealed: Bytes)
         let store = shared.chunks.clone();
         // These bytes were sealed moments ago, so their id is already known good.
         return match blocking(move || store.put_id_checked(&id, &sealed)).await {
-            Ok(Ok(_)) => Put::Stored,
+            Ok(Ok(_)) => {
+                shared.touch(&[id]);
+                Put::Stored
+            }
             Ok(Err(e @ drift_store::PutError::NoSpace { .. })) => {
                 tracing::warn!(chunk = %id, "local chunk write failed: {e}");
                 Put::NoSpace

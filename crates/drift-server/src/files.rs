@@ -86,6 +86,8 @@ where
     let mut size: u64 = 0;
     let mut buf = BytesMut::with_capacity(chunk_size);
     let mut input_done = false;
+    let touch_every = shared.config.gc_grace / 3;
+    let mut last_touch = std::time::Instant::now();
     while !input_done || !in_flight.is_empty() {
         if !input_done && in_flight.len() < depth {
             match pieces.next().await {
@@ -115,6 +117,12 @@ where
         }
         if let Some(done) = in_flight.pop_front() {
             refs.push(done.await.map_err(|_| StoreError::ShuttingDown)??);
+            // A store that outlasts the GC grace must keep its early chunks
+            // from being collected before its entry exists.
+            if last_touch.elapsed() >= touch_every {
+                touch_everywhere(shared, &refs).await;
+                last_touch = std::time::Instant::now();
+            }
         }
     }
     let manifest = build_manifest(shared, chunk_size, refs).await?;
@@ -133,6 +141,26 @@ where
         }
     })?;
     Ok((version, size))
+}
+
+/// Restarts the GC grace of `refs` on this node and every connected peer.
+async fn touch_everywhere(shared: &Arc<Shared>, refs: &[ChunkRef]) {
+    let ids: Vec<drift_crypto::ChunkId> = refs.iter().map(|r| r.id).collect();
+    shared.touch(&ids);
+    let conns = shared.members().up_conns();
+    join_all(conns.iter().map(|c| async {
+        for batch in ids.chunks(crate::proto::MAX_IDS_PER_REQUEST) {
+            if c.request(Msg::TouchChunks {
+                ids: batch.to_vec(),
+            })
+            .await
+            .is_err()
+            {
+                return;
+            }
+        }
+    }))
+    .await;
 }
 
 /// Small files list their chunks inline; larger ones store the list as sealed parts.

@@ -31,19 +31,36 @@ async fn live_chunks(shared: &Arc<Shared>) -> Option<HashSet<ChunkId>> {
     let entries = blocking(move || index.entries()).await.ok()?.ok()?;
     let mut live = HashSet::new();
     let mut complete = true;
+    // An indirect manifest never changes (its parts are content-addressed), so
+    // the data chunk ids it lists are cached by its list of parts, and only
+    // for as long as some live entry still uses it.
+    let mut cache =
+        std::mem::take(&mut *shared.part_lists.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut still_used = HashMap::new();
     for entry in entries.into_iter().filter(|e| !e.deleted) {
         let Ok(manifest) = Manifest::decode(&entry.content, entry.size) else {
             complete = false;
             continue;
         };
         live.extend(manifest.direct_ids());
-        if matches!(manifest, Manifest::Indirect { .. }) {
-            match crate::files::chunk_list(shared, manifest).await {
-                Ok(refs) => live.extend(refs.iter().map(|r| r.id)),
-                Err(_) => complete = false,
-            }
+        if !matches!(manifest, Manifest::Indirect { .. }) {
+            continue;
         }
+        let parts: Vec<ChunkId> = manifest.direct_ids().collect();
+        let ids = match cache.remove(&parts) {
+            Some(ids) => ids,
+            None => match crate::files::chunk_list(shared, manifest).await {
+                Ok(refs) => Arc::new(refs.iter().map(|r| r.id).collect::<Vec<_>>()),
+                Err(_) => {
+                    complete = false;
+                    continue;
+                }
+            },
+        };
+        live.extend(ids.iter().copied());
+        still_used.insert(parts, ids);
     }
+    *shared.part_lists.lock().unwrap_or_else(|p| p.into_inner()) = still_used;
     complete.then_some(live)
 }
 

@@ -39,6 +39,8 @@ pub(crate) struct Shared {
     pub under_replicated: AtomicU64,
     /// Chunks seen unreferenced, and since when (the GC grace clock).
     pub gc_candidates: Mutex<HashMap<ChunkId, Instant>>,
+    /// Data chunk ids listed by indirect manifests, by their parts (see `maintenance`).
+    pub part_lists: Mutex<HashMap<Vec<ChunkId>, Arc<Vec<ChunkId>>>>,
     pub wake_repair: Notify,
     pub wake_dialer: Notify,
     pub cancel: CancellationToken,
@@ -53,6 +55,17 @@ impl Shared {
 
     pub fn clock(&self) -> MutexGuard<'_, Clock> {
         self.clock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Restarts the GC grace of chunks a store is using: a chunk is collected
+    /// only after it has been unreferenced *and untouched* for `gc_grace`.
+    pub fn touch(&self, ids: &[ChunkId]) {
+        let mut candidates = self.gc_candidates.lock().unwrap_or_else(|p| p.into_inner());
+        if !candidates.is_empty() {
+            for id in ids {
+                candidates.remove(id);
+            }
+        }
     }
 
     pub fn index_changed(&self) {
@@ -195,6 +208,7 @@ impl Node {
             digest_cache: Mutex::new(None),
             under_replicated: AtomicU64::new(0),
             gc_candidates: Mutex::new(HashMap::new()),
+            part_lists: Mutex::new(HashMap::new()),
             wake_repair: Notify::new(),
             wake_dialer: Notify::new(),
             cancel: CancellationToken::new(),

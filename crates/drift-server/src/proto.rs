@@ -29,6 +29,7 @@
 //!   IndexVersions                          -> Versions { batch }* , fin
 //!   GetEntries { hashes }                  -> Entries { entries }*, fin
 //!   Peers                                  -> PeerList { peers }
+//!   TouchChunks { ids }                    -> Done
 //! client -> node
 //!   Put { name }, Data*, fin               -> Stored { version, size } | Failed
 //!   Get { name }                           -> FileFollows { size }, Data*, fin | NotFound | Failed
@@ -201,6 +202,11 @@ pub enum Msg {
         /// The node's view.
         status: NodeStatus,
     },
+    /// A store still in progress uses these chunks: restart their GC grace.
+    TouchChunks {
+        /// At most [`MAX_IDS_PER_REQUEST`] ids.
+        ids: Vec<ChunkId>,
+    },
 }
 
 #[cfg(test)]
@@ -263,6 +269,8 @@ mod tests {
             proptest::collection::vec(entry(), 0..3).prop_map(|entries| Msg::Entries { entries }),
             (version(), any::<u64>()).prop_map(|(version, size)| Msg::Stored { version, size }),
             any::<u64>().prop_map(|size| Msg::FileFollows { size }),
+            proptest::collection::vec(any::<[u8; 20]>().prop_map(ChunkId::from_bytes), 0..10)
+                .prop_map(|ids| Msg::TouchChunks { ids }),
         ]
     }
 

@@ -32,6 +32,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, conn: Connection<Msg>, mut s: St
             | Msg::IndexVersions
             | Msg::GetEntries { .. }
             | Msg::Peers
+            | Msg::TouchChunks { .. }
     );
     if node_only && conn.role() != Role::Node {
         let _ = reply(
@@ -53,6 +54,14 @@ pub(crate) async fn handle(shared: Arc<Shared>, conn: Connection<Msg>, mut s: St
                     .await
                     .unwrap_or_default();
                 reply(&mut s, Msg::Have { bits }).await
+            }
+        }
+        Msg::TouchChunks { ids } => {
+            if ids.len() > MAX_IDS_PER_REQUEST {
+                reply(&mut s, failed(FailKind::BadRequest, "too many ids")).await
+            } else {
+                shared.touch(&ids);
+                reply(&mut s, Msg::Done).await
             }
         }
         Msg::PushEntries { entries } => match crate::sync::apply_entries(&shared, entries).await {
@@ -128,7 +137,10 @@ async fn put_chunk(
     };
     let store = shared.chunks.clone();
     let answer = match blocking(move || store.put(&id, &sealed)).await {
-        Ok(Ok(_)) => Msg::Done,
+        Ok(Ok(_)) => {
+            shared.touch(&[id]);
+            Msg::Done
+        }
         Ok(Err(e @ drift_store::PutError::NoSpace { .. })) => {
             failed(FailKind::NoSpace, e.to_string())
         }

@@ -342,3 +342,34 @@ async fn a_name_that_reaches_too_few_nodes_is_reported() {
     node.shutdown().await;
     fake.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_that_outlasts_the_gc_grace_keeps_its_chunks() {
+    use bytes::Bytes;
+    let c = Cluster::start(2, |cfg| {
+        cfg.chunk_size = 4096;
+        cfg.gc_grace = Duration::from_millis(300);
+        cfg.repair_interval = Duration::from_millis(50);
+    })
+    .await;
+    // A slow client: 40 chunks over about 1.2 s, four GC graces.
+    let pieces = futures_util::stream::unfold(0u64, |i| async move {
+        if i == 40 {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        Some((Ok::<_, std::io::Error>(Bytes::from(bytes(i, 4096))), i + 1))
+    });
+    let reader = tokio_util::io::StreamReader::new(Box::pin(pieces));
+    c.node(0).store("slow-upload", reader).await.unwrap();
+    let want: Vec<u8> = (0..40).flat_map(|i| bytes(i, 4096)).collect();
+    for n in 0..2 {
+        c.node(n).repair_now().await;
+        assert_eq!(
+            read(c.node(n), "slow-upload").await.unwrap(),
+            want,
+            "node {n}"
+        );
+    }
+    c.shutdown().await;
+}

@@ -301,3 +301,41 @@ async fn empty_files_odd_names_and_async_read() {
     assert_eq!(out, data);
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn large_manifests_are_stored_as_parts_and_collected_whole() {
+    // 4 KiB chunks make a 2 MiB file list 512 chunks: more than fit inline, so
+    // its chunk list is itself stored as sealed parts.
+    let c = Cluster::start(3, |cfg| {
+        cfg.chunk_size = 4096;
+        cfg.gc_grace = Duration::from_millis(300);
+    })
+    .await;
+    let data = bytes(21, 2 * 1024 * 1024 + 100);
+    c.node(0).store("many-chunks", &data[..]).await.unwrap();
+    let n_data_chunks = data.len().div_ceil(4096);
+    for n in 0..3 {
+        assert_eq!(
+            read(c.node(n), "many-chunks").await.unwrap(),
+            data,
+            "node {n}"
+        );
+        // Every node holds the data chunks and the manifest parts (R = 3).
+        assert!(chunk_files(c.dirs[n].path()).len() > n_data_chunks);
+    }
+    // Repair and GC read the parts to know which chunks are live: nothing of
+    // a live file is collected, and everything of a deleted one is.
+    for n in 0..3 {
+        c.node(n).repair_now().await;
+    }
+    assert!(chunk_files(c.dirs[0].path()).len() > n_data_chunks);
+    c.node(1).delete("many-chunks").await.unwrap();
+    for n in 0..3 {
+        let dir = c.dirs[n].path().to_path_buf();
+        wait_for("every chunk and part to be collected", LIMIT, || async {
+            chunk_files(&dir).is_empty()
+        })
+        .await;
+    }
+    c.shutdown().await;
+}
