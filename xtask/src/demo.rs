@@ -292,7 +292,7 @@ impl Demo {
             "--data",
         ])
         .arg(&n.data)
-        .args(["--anti-entropy", "1"])
+        .args(["--anti-entropy", "1", "--exit-with-parent"])
         .env("DRIFT_SECRET", &self.secret)
         .env(
             "RUST_LOG",

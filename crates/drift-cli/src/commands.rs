@@ -46,6 +46,10 @@ pub struct NodeArgs {
     /// Seconds between scrubs, which re-verify every local chunk and re-fetch corrupt ones.
     #[arg(long, value_name = "SECS", default_value_t = 3600)]
     scrub_interval: u64,
+    /// Shut down when the process that started this node exits (for scripts,
+    /// the demo and tests, so no node outlives its harness).
+    #[arg(long)]
+    exit_with_parent: bool,
 }
 
 /// Runs one command on a fresh multi-thread runtime.
@@ -101,6 +105,10 @@ fn load_secret(file: Option<&Path>) -> Result<ClusterSecret> {
 }
 
 async fn run_node(args: NodeArgs, secret: ClusterSecret) -> Result<()> {
+    // Read first: the parent may exit while the node is still starting.
+    let parent = args
+        .exit_with_parent
+        .then(std::os::unix::process::parent_id);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -123,10 +131,25 @@ async fn run_node(args: NodeArgs, secret: ClusterSecret) -> Result<()> {
         node.id(),
         node.listen_addr()
     );
-    wait_for_signal().await?;
+    tokio::select! {
+        signal = wait_for_signal() => signal?,
+        _ = parent_gone(parent) => tracing::info!("the parent process exited"),
+    }
     tracing::info!("shutting down");
     node.shutdown().await;
     Ok(())
+}
+
+/// Resolves once this process has been re-parented away from `parent`
+/// (checked every 200 ms); never, if `parent` is `None`.
+async fn parent_gone(parent: Option<u32>) {
+    let Some(parent) = parent else {
+        return std::future::pending().await;
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    while std::os::unix::process::parent_id() == parent {
+        tick.tick().await;
+    }
 }
 
 async fn wait_for_signal() -> Result<()> {

@@ -97,7 +97,7 @@ impl Cluster {
                 .arg(secret_file)
                 .args(["node", "--listen", &addr.to_string(), "--data"])
                 .arg(&data)
-                .args(["--replicas", &replicas.to_string()])
+                .args(["--replicas", &replicas.to_string(), "--exit-with-parent"])
                 .env("RUST_LOG", "warn")
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)

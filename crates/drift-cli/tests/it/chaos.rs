@@ -443,7 +443,7 @@ impl Lab {
         };
         cmd.args(["node", "--listen", &node.addr.to_string(), "--data"])
             .arg(&node.dir)
-            .args(["--anti-entropy", "1"])
+            .args(["--anti-entropy", "1", "--exit-with-parent"])
             .args(&node.extra);
         for (j, other) in self.clients.addrs.iter().enumerate() {
             if j != i && other.port() != 0 {

@@ -144,6 +144,7 @@ impl Cluster {
             dir.to_str().unwrap(),
             "--anti-entropy",
             "1",
+            "--exit-with-parent",
         ])
         .env("DRIFT_SECRET", &self.secret)
         .env("RUST_LOG", "warn")

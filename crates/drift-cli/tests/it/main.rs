@@ -204,3 +204,37 @@ fn sigterm_shuts_a_node_down_cleanly_and_its_data_survives() {
         b"flushed before exit"
     );
 }
+
+#[test]
+fn a_node_started_with_exit_with_parent_stops_when_its_parent_dies() {
+    // A shell starts the node in the background, prints its pid, lives a
+    // moment longer, and exits.
+    let secret = drift(&["keygen"], None).assert_ok();
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!(
+        "{} node --listen 127.0.0.1:{} --data {} --exit-with-parent >/dev/null 2>&1 & echo $!; sleep 1",
+        harness::bin(),
+        free_port(),
+        dir.path().display()
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .env("DRIFT_SECRET", secret.trim())
+        .output()
+        .unwrap();
+    let pid = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(!pid.is_empty());
+    let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while proc_dir.exists()
+        && !std::fs::read_to_string(proc_dir.join("stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the orphaned node {pid} is still running"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
