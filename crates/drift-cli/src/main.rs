@@ -18,6 +18,9 @@ use clap::{Parser, Subcommand};
 /// `drift node --listen ADDR --data DIR --peer OTHER_ADDR --secret-file secret`.
 /// Then `drift put FILE`, `drift get NAME`, `drift ls`, `drift rm NAME` and
 /// `drift status` talk to a node (`--node`, default 127.0.0.1:3000).
+///
+/// Every command but keygen needs the cluster secret: `--secret-file FILE`, or
+/// the `DRIFT_SECRET` environment variable holding the 64 hex characters.
 #[derive(Debug, Parser)]
 #[command(name = "drift", version, propagate_version = true)]
 pub struct Cli {
