@@ -49,12 +49,7 @@ async fn garbage_and_bad_frames_close_the_connection_and_the_listener_survives()
     // After the handshake: an oversized frame header from an authenticated peer.
     let cfg = config(&secret, Role::Node);
     let mut raw = within(SOON, RawPeer::connect(addr, &cfg)).await.unwrap();
-    raw.send(&Envelope {
-        stream: 0,
-        body: Body::Hello(RawPeer::hello(&cfg)),
-    })
-    .await
-    .unwrap();
+    crate::send_hello(&mut raw, &cfg).await;
     let Some(Event::Connected(_)) = next_event(&mut events, SOON).await else {
         panic!("no connected")
     };
@@ -194,12 +189,7 @@ async fn a_silent_connection_is_closed_after_the_idle_timeout() {
     let mut raw = within(SOON, RawPeer::connect(node.local_addr().unwrap(), &cfg))
         .await
         .unwrap();
-    raw.send(&Envelope {
-        stream: 0,
-        body: Body::Hello(RawPeer::hello(&cfg)),
-    })
-    .await
-    .unwrap();
+    crate::send_hello(&mut raw, &cfg).await;
     let started = std::time::Instant::now();
     let Some(Event::Connected(_)) = next_event(&mut events, SOON).await else {
         panic!("no connected")
@@ -228,12 +218,7 @@ async fn a_dead_peer_fails_pending_requests_quickly() {
     let (client, _events) = Ep::client(config(&secret, Role::Client));
     let peer = async {
         let mut raw = RawPeer::accept(&listener, &cfg).await.unwrap();
-        raw.send(&Envelope {
-            stream: 0,
-            body: Body::Hello(RawPeer::hello(&cfg)),
-        })
-        .await
-        .unwrap();
+        crate::send_hello(&mut raw, &cfg).await;
         raw
     };
     let (conn, mut raw) = within(SOON, async { tokio::join!(client.connect(addr), peer) }).await;
@@ -272,12 +257,7 @@ async fn data_beyond_the_credit_closes_the_connection() {
     let (node, addr) = server(&secret, |c| c.stream_window = 256 * 1024).await;
     let cfg = config(&secret, Role::Node);
     let mut raw = within(SOON, RawPeer::connect(addr, &cfg)).await.unwrap();
-    raw.send(&Envelope {
-        stream: 0,
-        body: Body::Hello(RawPeer::hello(&cfg)),
-    })
-    .await
-    .unwrap();
+    crate::send_hello(&mut raw, &cfg).await;
     raw.send(&Envelope {
         stream: 1,
         body: Body::Open,

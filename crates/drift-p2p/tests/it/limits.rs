@@ -87,12 +87,7 @@ async fn a_peer_that_opens_too_many_streams_gets_resets() {
     let (node, addr) = server(&secret, |c| c.max_streams = 4).await;
     let cfg = config(&secret, Role::Node);
     let mut raw = within(SOON, RawPeer::connect(addr, &cfg)).await.unwrap();
-    raw.send(&Envelope {
-        stream: 0,
-        body: Body::Hello(RawPeer::hello(&cfg)),
-    })
-    .await
-    .unwrap();
+    crate::send_hello(&mut raw, &cfg).await;
     let hold = postcard::to_allocvec(&"hold".to_string()).unwrap();
     for id in (1..=11).step_by(2) {
         raw.send(&Envelope {

@@ -304,3 +304,14 @@ async fn shutdown_fails_pending_requests_with_disconnected() {
     assert!(started.elapsed() < Duration::from_secs(4));
     client.shutdown().await;
 }
+
+/// Sends the hello a proper peer would, on a raw connection.
+pub async fn send_hello(raw: &mut drift_p2p::testing::RawPeer, cfg: &Config) {
+    let hello = drift_p2p::testing::RawPeer::hello(cfg);
+    raw.send(&drift_p2p::proto::Envelope {
+        stream: 0,
+        body: drift_p2p::proto::Body::Hello(hello),
+    })
+    .await
+    .unwrap();
+}
