@@ -19,14 +19,14 @@ const PROGRESS_MIN_BYTES: u64 = 8 << 20;
 /// Arguments of `drift node`.
 #[derive(Debug, clap::Args)]
 pub struct NodeArgs {
-    /// Address to listen on, e.g. 127.0.0.1:3000.
-    #[arg(long, value_name = "ADDR")]
+    /// Address to listen on, e.g. 127.0.0.1:3000 (or :3000 for loopback).
+    #[arg(long, value_name = "ADDR", value_parser = crate::parse_addr)]
     listen: SocketAddr,
     /// Data directory (created if missing).
     #[arg(long, value_name = "DIR")]
     data: PathBuf,
     /// A peer to join through; repeat for several. The rest are found by peer exchange.
-    #[arg(long = "peer", value_name = "ADDR")]
+    #[arg(long = "peer", value_name = "ADDR", value_parser = crate::parse_addr)]
     peers: Vec<SocketAddr>,
     /// Replication factor R (capped by the cluster's size).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=16))]

@@ -33,7 +33,8 @@ pub struct Cli {
         long,
         global = true,
         value_name = "ADDR",
-        default_value = "127.0.0.1:3000"
+        default_value = "127.0.0.1:3000",
+        value_parser = parse_addr
     )]
     node: SocketAddr,
 
@@ -86,8 +87,54 @@ enum Command {
     },
 }
 
+/// Parses an address: `IP:PORT`, `HOST:PORT` (resolved, IPv4 preferred), or
+/// `:PORT` for 127.0.0.1, as the original demo wrote its nodes.
+fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Some(port) = text.strip_prefix(':') {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("invalid port in {text:?}"))?;
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let addrs: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {text:?} (expected HOST:PORT): {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{text:?} resolves to no address"))
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version: print as clap does, exit 0.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // A usage error is one line too, like every other error.
+            let text = e.render().to_string();
+            let message: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            eprintln!(
+                "drift: {} (see drift --help)",
+                message.join(" ").trim_start_matches("error: ")
+            );
+            return ExitCode::from(2);
+        }
+    };
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -103,5 +150,23 @@ fn main() -> ExitCode {
             eprintln!("drift: {}", line.replace('\n', " "));
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_addr;
+
+    #[test]
+    fn addresses_parse_in_every_form_users_write() {
+        assert_eq!(
+            parse_addr("127.0.0.1:3000").unwrap().to_string(),
+            "127.0.0.1:3000"
+        );
+        assert_eq!(parse_addr(":7000").unwrap().to_string(), "127.0.0.1:7000");
+        assert_eq!(parse_addr("localhost:5000").unwrap().port(), 5000);
+        assert_eq!(parse_addr("[::1]:5000").unwrap().to_string(), "[::1]:5000");
+        assert!(parse_addr("localhost").is_err());
+        assert!(parse_addr(":99999").is_err());
     }
 }

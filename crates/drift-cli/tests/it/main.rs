@@ -238,3 +238,23 @@ fn a_node_started_with_exit_with_parent_stops_when_its_parent_dies() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn usage_errors_are_one_line_and_short_addresses_work() {
+    let run = drift(&["put"], None);
+    assert_eq!(run.0.status.code(), Some(2));
+    let e = String::from_utf8(run.0.stderr).unwrap();
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    assert!(e.contains("<FILE>"), "{e}");
+    // `:PORT` means loopback, as the original demo wrote its nodes.
+    let c = Cluster::start(1);
+    let port = c.addr(0).port().to_string();
+    let out = drift(&["ls", "--node", &format!(":{port}")], Some(&c.secret)).assert_ok();
+    assert!(out.contains("0 file(s)"), "{out}");
+    let out = drift(
+        &["ls", "--node", &format!("localhost:{port}")],
+        Some(&c.secret),
+    )
+    .assert_ok();
+    assert!(out.contains("0 file(s)"), "{out}");
+}
