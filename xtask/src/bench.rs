@@ -304,9 +304,8 @@ async fn three_nodes(ctx: &mut Ctx, single_put: f64, rows: &mut Vec<Row>) -> Res
             Source::new(base.clone(), bytes, tag),
         )
         .await?;
-        // A put returns at quorum (2 of 3); the third replica's fsync may
-        // still be running, and its CPU belongs to this put.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // A put returns only after every replica target answered, so all of
+        // its CPU has been spent by now.
         let c1 = cluster.cpu_ticks()?;
         puts.push(mb_per_s(bytes, secs));
         secs_all.push(secs);
@@ -319,13 +318,13 @@ async fn three_nodes(ctx: &mut Ctx, single_put: f64, rows: &mut Vec<Row>) -> Res
             .against("single-node put, biggest file", single_put)
             .target(Target::RatioAtLeast(0.5)),
     );
-    let mut t = Row::new(S, format!("put time, {label}"), "s").samples(secs_all);
-    if bytes == 256 << 20 {
-        t = t.target(Target::ValueAtMost(0.5));
-    } else {
-        t = t.note("issue 8's ≤ 0.5 s target is for 256 MiB (full run)");
-    }
-    rows.push(t);
+    rows.push(time_row(
+        S,
+        format!("put time, {label}"),
+        secs_all,
+        bytes,
+        0.5,
+    ));
     rows.push(
         Row::new(S, "put CPU, summed over the 3 nodes", "CPU-ms/MiB")
             .samples(cpu)
@@ -418,13 +417,13 @@ async fn remote_get(ctx: &mut Ctx, single_get: f64, rows: &mut Vec<Row>) -> Resu
             .target(Target::RatioAtLeast(0.7))
             .note("node 3 holds none of its chunks (checked)"),
     );
-    let mut t = Row::new(S, format!("get time, {label}"), "s").samples(secs_all);
-    if bytes == 256 << 20 {
-        t = t.target(Target::ValueAtMost(0.2));
-    } else {
-        t = t.note("issue 8's ≤ 0.2 s target is for 256 MiB (full run)");
-    }
-    rows.push(t);
+    rows.push(time_row(
+        S,
+        format!("get time, {label}"),
+        secs_all,
+        bytes,
+        0.2,
+    ));
     rows.push(
         Row::new(S, "get CPU, summed over the 4 nodes", "CPU-ms/MiB")
             .samples(cpu)
@@ -437,4 +436,17 @@ async fn remote_get(ctx: &mut Ctx, single_get: f64, rows: &mut Vec<Row>) -> Resu
     ));
     reader.close().await;
     Ok(())
+}
+
+/// A wall-time row for a 256 MiB transfer, which issue 8 gives a limit in
+/// seconds; smaller (quick) runs only say so.
+fn time_row(section: &'static str, what: String, secs: Vec<f64>, bytes: u64, limit_s: f64) -> Row {
+    let row = Row::new(section, what, "s").samples(secs);
+    if bytes == 256 << 20 {
+        row.target(Target::ValueAtMost(limit_s))
+    } else {
+        row.note(format!(
+            "issue 8's ≤ {limit_s} s target is for 256 MiB (full run)"
+        ))
+    }
 }

@@ -90,17 +90,21 @@ impl Client {
         .await?;
         let mut sent = 0u64;
         let send_result: Result<(), ClientError> = async {
+            // One growing buffer, read into without zeroing; each piece is
+            // split off it, at most PIECE_LEN bytes.
+            let mut buf = BytesMut::with_capacity(2 * PIECE_LEN);
+            let mut eof = false;
             loop {
-                let mut buf = BytesMut::zeroed(PIECE_LEN);
-                let n = read_some(&mut reader, &mut buf)
-                    .await
-                    .map_err(ClientError::Read)?;
-                if n == 0 {
+                while !eof && buf.len() < PIECE_LEN {
+                    buf.reserve(PIECE_LEN);
+                    eof = reader.read_buf(&mut buf).await.map_err(ClientError::Read)? == 0;
+                }
+                if buf.is_empty() {
                     break;
                 }
-                buf.truncate(n);
-                s.send(&Msg::Data(buf.freeze())).await?;
-                sent += n as u64;
+                let piece = buf.split_to(buf.len().min(PIECE_LEN)).freeze();
+                sent += piece.len() as u64;
+                s.send(&Msg::Data(piece)).await?;
                 progress(sent);
             }
             s.finish().await?;
@@ -209,18 +213,6 @@ impl Client {
     pub async fn close(self) {
         self.endpoint.shutdown().await;
     }
-}
-
-async fn read_some<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        let n = reader.read(&mut buf[filled..]).await?;
-        if n == 0 {
-            break;
-        }
-        filled += n;
-    }
-    Ok(filled)
 }
 
 fn into_error(msg: Msg, name: &str) -> ClientError {

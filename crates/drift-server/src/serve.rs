@@ -9,7 +9,7 @@ use futures_util::stream;
 
 use crate::chunks::{failed, recv_pieces, send_pieces};
 use crate::node::{Shared, blocking};
-use crate::proto::{FailKind, MAX_IDS_PER_REQUEST, MAX_VERSIONS_PER_MESSAGE, Msg, PIECE_LEN};
+use crate::proto::{FailKind, MAX_IDS_PER_REQUEST, MAX_VERSIONS_PER_MESSAGE, Msg};
 use crate::{DeleteError, GetError, StoreError};
 
 /// Most bytes of entries in one `Entries` or `Listing` message.
@@ -271,14 +271,7 @@ async fn client_get(
     .await?;
     while let Some(piece) = reader.next_chunk().await {
         match piece {
-            Ok(bytes) => {
-                let mut at = 0;
-                while at < bytes.len() {
-                    let end = (at + PIECE_LEN).min(bytes.len());
-                    s.send(&Msg::Data(bytes.slice(at..end))).await?;
-                    at = end;
-                }
-            }
+            Ok(bytes) => send_pieces(s, &bytes).await?,
             Err(e) => {
                 let kind = match e {
                     GetError::Corrupt { .. } => FailKind::Corrupt,
