@@ -1,6 +1,8 @@
-//! `cargo xtask bench [--quick]`: end-to-end benchmarks against real `drift
-//! node` processes on loopback, with reference figures measured in the same
-//! run. Writes `target/bench/report.{md,json}` and prints the table.
+//! `cargo xtask bench [--quick] [--only SECTION,...]`: end-to-end benchmarks
+//! against real `drift node` processes on loopback, with reference figures
+//! measured in the same run. Writes `target/bench/report.{md,json}` and prints
+//! the table. Sections: `single`, `three`, `small`, `remote` (all by default);
+//! a ratio whose reference section was skipped is left blank.
 //!
 //! The bench always runs optimised: started from a debug xtask (what `cargo
 //! xtask` builds), it builds the release `drift` and xtask binaries and runs
@@ -40,10 +42,15 @@ pub struct Plan {
     multi_runs: usize,
     small_time: Duration,
     small_runs: usize,
+    /// Sections to run; empty runs all of them.
+    only: Vec<String>,
 }
 
+/// The sections `--only` accepts.
+const SECTIONS: [&str; 4] = ["single", "three", "small", "remote"];
+
 impl Plan {
-    fn new(quick: bool) -> Plan {
+    fn new(quick: bool, only: Vec<String>) -> Plan {
         if quick {
             Plan {
                 quick,
@@ -60,6 +67,7 @@ impl Plan {
                 multi_runs: 3,
                 small_time: Duration::from_millis(1500),
                 small_runs: 3,
+                only,
             }
         } else {
             Plan {
@@ -77,23 +85,44 @@ impl Plan {
                 multi_runs: 5,
                 small_time: Duration::from_secs(4),
                 small_runs: 3,
+                only,
             }
         }
+    }
+
+    fn runs(&self, section: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == section)
     }
 }
 
 pub fn run(args: &[String]) -> Result<()> {
     let mut quick = false;
-    for a in args {
+    let mut only = Vec::new();
+    let mut args_iter = args.iter();
+    while let Some(a) = args_iter.next() {
         match a.as_str() {
             "--quick" => quick = true,
-            other => bail!("unknown bench option {other:?} (try --quick)"),
+            "--only" => {
+                let list = args_iter
+                    .next()
+                    .context("--only needs a list of sections, e.g. --only small,remote")?;
+                for section in list.split(',') {
+                    if !SECTIONS.contains(&section) {
+                        bail!(
+                            "unknown bench section {section:?} (sections: {})",
+                            SECTIONS.join(", ")
+                        );
+                    }
+                    only.push(section.to_string());
+                }
+            }
+            other => bail!("unknown bench option {other:?} (try --quick or --only SECTION,...)"),
         }
     }
     if cfg!(debug_assertions) && std::env::var_os(INNER_ENV).is_none() {
         return run_optimised(args);
     }
-    bench(Plan::new(quick))
+    bench(Plan::new(quick, only))
 }
 
 /// Builds the release binaries and runs the bench in the release xtask.
@@ -165,12 +194,21 @@ fn bench(plan: Plan) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async {
-        println!("single node…");
-        let (single_put, single_get) = single_node(&mut ctx, prims, &mut rows).await?;
-        println!("three nodes, R = 3…");
-        three_nodes(&mut ctx, single_put, &mut rows).await?;
-        println!("four nodes, R = 3, get through a node without a copy…");
-        remote_get(&mut ctx, single_get, &mut rows).await
+        // A skipped section's reference is NaN, which leaves its ratios blank.
+        let (mut single_put, mut single_get) = (f64::NAN, f64::NAN);
+        if ctx.plan.runs("single") {
+            println!("single node…");
+            (single_put, single_get) = single_node(&mut ctx, prims, &mut rows).await?;
+        }
+        if ctx.plan.runs("three") || ctx.plan.runs("small") {
+            println!("three nodes, R = 3…");
+            three_nodes(&mut ctx, single_put, &mut rows).await?;
+        }
+        if ctx.plan.runs("remote") {
+            println!("four nodes, R = 3, get through a node without a copy…");
+            remote_get(&mut ctx, single_get, &mut rows).await?;
+        }
+        anyhow::Ok(())
     })?;
     drop(rt);
 
@@ -286,9 +324,26 @@ async fn single_node(
 
 /// Three nodes, R = 3: a big put, and small files from 16 clients.
 async fn three_nodes(ctx: &mut Ctx, single_put: f64, rows: &mut Vec<Row>) -> Result<()> {
-    const S: &str = "Three nodes, R = 3";
     let cluster = ctx.cluster("three", 3, 3)?;
     cluster.wait_ready(&ctx.secret).await?;
+    if ctx.plan.runs("three") {
+        big_put(ctx, &cluster, single_put, rows).await?;
+    }
+    if ctx.plan.runs("small") {
+        small_files(ctx, &cluster, rows).await?;
+    }
+    Ok(())
+}
+
+const THREE: &str = "Three nodes, R = 3";
+
+async fn big_put(
+    ctx: &mut Ctx,
+    cluster: &Cluster,
+    single_put: f64,
+    rows: &mut Vec<Row>,
+) -> Result<()> {
+    const S: &str = THREE;
     let client = connect(cluster.nodes[0].addr, &ctx.secret).await?;
     let base = base_block(43);
     let bytes = ctx.plan.multi_bytes;
@@ -336,7 +391,11 @@ async fn three_nodes(ctx: &mut Ctx, single_put: f64, rows: &mut Vec<Row>) -> Res
         &peaks,
     ));
     client.close().await;
+    Ok(())
+}
 
+async fn small_files(ctx: &mut Ctx, cluster: &Cluster, rows: &mut Vec<Row>) -> Result<()> {
+    const S: &str = THREE;
     let (mut p, mut g) = (vec![], vec![]);
     for _ in 0..ctx.plan.small_runs {
         let tag = ctx.tag();
