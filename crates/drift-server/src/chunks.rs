@@ -173,8 +173,13 @@ pub(crate) async fn recv_pieces(s: &mut Stream<Msg>, len: usize) -> Result<Bytes
     Ok(buf.freeze())
 }
 
-/// Fetches a sealed chunk from a peer and checks it against its id.
-async fn get_remote(conn: &Connection<Msg>, id: ChunkId) -> Result<Option<Bytes>, String> {
+/// Fetches a sealed chunk from a peer; with `check_id`, checks it against its
+/// id (without, the caller authenticates it by opening it).
+async fn get_remote(
+    conn: &Connection<Msg>,
+    id: ChunkId,
+    check_id: bool,
+) -> Result<Option<Bytes>, String> {
     let mut s = conn.open().await.map_err(|e| e.to_string())?;
     s.send(&Msg::GetChunk { id })
         .await
@@ -189,11 +194,14 @@ async fn get_remote(conn: &Connection<Msg>, id: ChunkId) -> Result<Option<Bytes>
         return Err(format!("peer announced a {len}-byte chunk, over the limit"));
     }
     let sealed = recv_pieces(&mut s, len).await?;
-    if ChunkId::of(&sealed) != id {
-        return Err("peer sent bytes that do not match the chunk id".into());
+    if check_id && ChunkId::of(&sealed) != id {
+        return Err(BAD_COPY.into());
     }
     Ok(Some(sealed))
 }
+
+/// How a fetch reports a copy whose bytes are not the chunk's.
+const BAD_COPY: &str = "peer sent bytes that do not match the chunk id";
 
 /// Why no verified copy of a chunk could be found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,6 +210,30 @@ pub(crate) enum Missing {
     Corrupt,
     /// No reachable node had it.
     Unavailable,
+}
+
+/// The peers to ask for a chunk, its replicas first, and whether this node
+/// is one of its replicas.
+fn sources(shared: &Shared, id: &ChunkId) -> (Vec<Connection<Msg>>, bool) {
+    let (ranked, r) = placement(shared, id);
+    let i_hold_it = ranked[..r.min(ranked.len())].contains(&shared.me);
+    let table = shared.members();
+    let mut conns: Vec<_> = ranked.iter().filter_map(|n| table.conn(n)).collect();
+    for c in table.up_conns() {
+        if !conns.iter().any(|k| k.id() == c.id()) {
+            conns.push(c);
+        }
+    }
+    (conns, i_hold_it)
+}
+
+/// Writes a fetched copy of a chunk this node should hold (read repair).
+/// `sealed` must be authenticated already (its id or its key checked).
+async fn keep_copy(shared: &Arc<Shared>, id: ChunkId, sealed: Bytes) {
+    let store = shared.chunks.clone();
+    if let Ok(Err(e)) = blocking(move || store.put_id_checked(&id, &sealed)).await {
+        tracing::warn!(chunk = %id, "read repair failed: {e}");
+    }
 }
 
 /// Finds a verified sealed copy of `id`: locally, then from its replicas, then
@@ -215,34 +247,18 @@ pub(crate) async fn fetch_sealed(shared: &Arc<Shared>, id: ChunkId) -> Result<By
         Ok(Err(drift_store::GetError::Corrupt { .. })) => saw_corrupt = true,
         Ok(Err(_)) | Err(_) => {}
     }
-    let (ranked, r) = placement(shared, &id);
-    let i_hold_it = ranked[..r.min(ranked.len())].contains(&shared.me);
-    let conns: Vec<Connection<Msg>> = {
-        let table = shared.members();
-        let mut conns: Vec<_> = ranked.iter().filter_map(|n| table.conn(n)).collect();
-        for c in table.up_conns() {
-            if !conns.iter().any(|k| k.id() == c.id()) {
-                conns.push(c);
-            }
-        }
-        conns
-    };
+    let (conns, i_hold_it) = sources(shared, &id);
     for conn in conns {
-        match get_remote(&conn, id).await {
+        match get_remote(&conn, id, true).await {
             Ok(Some(sealed)) => {
                 if i_hold_it || saw_corrupt {
-                    let store = shared.chunks.clone();
-                    let copy = sealed.clone();
-                    // get_remote checked the id of these bytes.
-                    if let Ok(Err(e)) = blocking(move || store.put_id_checked(&id, &copy)).await {
-                        tracing::warn!(chunk = %id, "read repair failed: {e}");
-                    }
+                    keep_copy(shared, id, sealed.clone()).await;
                 }
                 return Ok(sealed);
             }
             Ok(None) => {}
             Err(e) => {
-                saw_corrupt |= e.contains("do not match");
+                saw_corrupt |= e == BAD_COPY;
                 tracing::debug!(peer = %conn.peer_id().short(), chunk = %id, "fetch failed: {e}");
             }
         }
@@ -254,29 +270,82 @@ pub(crate) async fn fetch_sealed(shared: &Arc<Shared>, id: ChunkId) -> Result<By
     })
 }
 
-/// Reads a chunk's plaintext, verifying both its id and its key.
+/// Opens a sealed copy: `Err` (nothing released) if its bytes are not the chunk's.
+async fn open_copy(
+    shared: &Arc<Shared>,
+    chunk: &ChunkRef,
+    sealed: Vec<u8>,
+) -> Result<Bytes, crate::GetError> {
+    let keys = shared.keys.convergence.clone();
+    let chunk = chunk.clone();
+    blocking(move || {
+        let mut buf = sealed;
+        keys.open_id_checked(&chunk, &mut buf)
+            .map(|()| Bytes::from(buf))
+            .map_err(|_| crate::GetError::Corrupt { chunk: chunk.id })
+    })
+    .await
+    .map_err(|_| crate::GetError::ShuttingDown)?
+}
+
+/// Reads a chunk's plaintext from the first copy that opens: the local one,
+/// then its replicas', then any peer's.
+///
+/// Copies are not SHA-1-checked first: opening checks the keyed hash of the
+/// plaintext, which fails for any change to the sealed bytes, and the SHA-1
+/// would be the costliest step of a read. A local copy that fails to open is
+/// re-read through the store's checked `get`, which quarantines it if its
+/// bytes are bad. A fetched copy for a chunk this node should hold is
+/// SHA-1-checked and written locally (read repair) before it is opened.
 pub(crate) async fn read_plain(
     shared: &Arc<Shared>,
     chunk: &ChunkRef,
 ) -> Result<Bytes, crate::GetError> {
-    let sealed = fetch_sealed(shared, chunk.id).await.map_err(|m| match m {
-        Missing::Corrupt => crate::GetError::Corrupt { chunk: chunk.id },
-        Missing::Unavailable => crate::GetError::Unavailable { chunk: chunk.id },
-    })?;
-    let keys = shared.keys.convergence.clone();
-    let chunk = chunk.clone();
-    let opened = blocking(move || {
-        let mut buf = BytesMut::from(sealed);
-        // fetch_sealed verified the id (the store re-hashes on read, a fetch
-        // checks it); open still authenticates the plaintext by its key.
-        keys.open_id_checked(&chunk, &mut buf)
-            .map(|()| buf.freeze())
-    })
-    .await
-    .map_err(|_| crate::GetError::ShuttingDown)?;
-    opened.map_err(|e| match e {
-        drift_crypto::OpenError::IdMismatch { id }
-        | drift_crypto::OpenError::KeyMismatch { id } => crate::GetError::Corrupt { chunk: id },
+    let id = chunk.id;
+    let store = shared.chunks.clone();
+    let mut saw_corrupt = false;
+    match blocking(move || store.get_unverified(&id)).await {
+        Ok(Ok(sealed)) => match open_copy(shared, chunk, sealed).await {
+            Ok(plain) => return Ok(plain),
+            Err(crate::GetError::ShuttingDown) => return Err(crate::GetError::ShuttingDown),
+            Err(_) => {
+                saw_corrupt = true;
+                let store = shared.chunks.clone();
+                // Quarantines the file if its bytes do not match its id.
+                let _ = blocking(move || store.get(&id)).await;
+            }
+        },
+        Ok(Err(drift_store::GetError::Corrupt { .. })) => saw_corrupt = true,
+        Ok(Err(_)) | Err(_) => {}
+    }
+    let (conns, i_hold_it) = sources(shared, &id);
+    let repair = i_hold_it || saw_corrupt;
+    for conn in conns {
+        let sealed = match get_remote(&conn, id, repair).await {
+            Ok(Some(sealed)) => sealed,
+            Ok(None) => continue,
+            Err(e) => {
+                saw_corrupt |= e == BAD_COPY;
+                tracing::debug!(peer = %conn.peer_id().short(), chunk = %id, "fetch failed: {e}");
+                continue;
+            }
+        };
+        if repair {
+            keep_copy(shared, id, sealed.clone()).await;
+        }
+        match open_copy(shared, chunk, Vec::from(sealed)).await {
+            Ok(plain) => return Ok(plain),
+            Err(crate::GetError::ShuttingDown) => return Err(crate::GetError::ShuttingDown),
+            Err(_) => {
+                saw_corrupt = true;
+                tracing::debug!(peer = %conn.peer_id().short(), chunk = %id, "a fetched copy failed to open");
+            }
+        }
+    }
+    Err(if saw_corrupt {
+        crate::GetError::Corrupt { chunk: id }
+    } else {
+        crate::GetError::Unavailable { chunk: id }
     })
 }
 

@@ -334,3 +334,40 @@ fn put_id_checked_stores_and_a_wrong_id_is_caught_at_read() {
     assert!(store.put_id_checked(&liar, &good).unwrap());
     assert!(matches!(store.get(&liar), Err(GetError::Corrupt { .. })));
 }
+
+#[test]
+fn get_unverified_leaves_the_check_to_the_caller_and_get_still_quarantines() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ChunkStore::open(dir.path()).unwrap();
+    let (id, bytes) = sealed(&vec![9u8; 3000]);
+    store.put(&id, &bytes).unwrap();
+    assert_eq!(store.get_unverified(&id).unwrap(), bytes);
+
+    let path = chunk_file(dir.path(), &id);
+    let mut on_disk = bytes.clone();
+    on_disk[100] ^= 0x80;
+    fs::write(&path, &on_disk).unwrap();
+    // The bytes as stored, for a caller that authenticates them itself...
+    assert_eq!(store.get_unverified(&id).unwrap(), on_disk);
+    assert_eq!(store.quarantined(), 0);
+    // ...which reports a failed check through get: quarantined, then gone.
+    assert!(matches!(store.get(&id), Err(GetError::Corrupt { .. })));
+    assert!(matches!(
+        store.get_unverified(&id),
+        Err(GetError::NotFound { .. })
+    ));
+
+    // Size limits hold without the hash: an oversized file is never read in.
+    let (big, big_bytes) = sealed(b"small");
+    store.put(&big, &big_bytes).unwrap();
+    fs::write(
+        chunk_file(dir.path(), &big),
+        vec![0u8; drift_crypto::MAX_CHUNK_SIZE + 1],
+    )
+    .unwrap();
+    assert!(matches!(
+        store.get_unverified(&big),
+        Err(GetError::Corrupt { .. })
+    ));
+    assert_eq!(store.quarantined(), 2);
+}
