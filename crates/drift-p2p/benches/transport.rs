@@ -224,6 +224,18 @@ async fn transport(pair: &Pair, bytes: u64) -> Duration {
     took
 }
 
+/// User + system CPU time of this process so far (from /proc; 0 elsewhere).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
+        f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
+    });
+    ticks / 100.0
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -246,12 +258,32 @@ fn main() {
         .unwrap_or(5)
         .max(1);
     let (mut raw, mut floor, mut p2p) = (vec![], vec![], vec![]);
+    // (CPU seconds, wall seconds) of each kind, summed over the rounds.
+    let mut busy = [(0.0, 0.0); 3];
+    let mut timed = |kind: usize, d: Duration, cpu: f64| {
+        busy[kind].0 += cpu;
+        busy[kind].1 += d.as_secs_f64();
+        gbps(bytes, d)
+    };
     for _ in 0..rounds {
-        raw.push(gbps(bytes, rt.block_on(raw_tcp(bytes))));
-        floor.push(gbps(bytes, rt.block_on(sealed_tcp(bytes))));
-        p2p.push(gbps(bytes, rt.block_on(transport(&pair, bytes))));
+        let c = cpu_seconds();
+        let d = rt.block_on(raw_tcp(bytes));
+        raw.push(timed(0, d, cpu_seconds() - c));
+        let c = cpu_seconds();
+        let d = rt.block_on(sealed_tcp(bytes));
+        floor.push(timed(1, d, cpu_seconds() - c));
+        let c = cpu_seconds();
+        let d = rt.block_on(transport(&pair, bytes));
+        p2p.push(timed(2, d, cpu_seconds() - c));
     }
     let (raw_rate, floor_rate, p2p_rate) = (median(raw), median(floor), median(p2p));
+    let cores = |k: usize| busy[k].0 / busy[k].1;
+    println!(
+        "cores busy: raw tcp {:.2}, floor {:.2}, drift-p2p {:.2}",
+        cores(0),
+        cores(1),
+        cores(2)
+    );
     println!(
         "transport: {bytes} bytes, median of {rounds} rounds: raw tcp {raw_rate:.2} GB/s, \
          drift-p2p {p2p_rate:.2} GB/s, ratio {:.2}",
