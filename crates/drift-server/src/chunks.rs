@@ -227,6 +227,24 @@ fn sources(shared: &Shared, id: &ChunkId) -> (Vec<Connection<Msg>>, bool) {
     (conns, i_hold_it)
 }
 
+/// Tells the peer that the copy of `id` it sent failed its check, so it
+/// verifies (and quarantines) its own. Best effort, bounded by the request timeout.
+async fn report_bad_copy(conn: &Connection<Msg>, id: ChunkId) {
+    if let Err(e) = conn.request(Msg::CheckChunk { id }).await {
+        tracing::debug!(peer = %conn.peer_id().short(), chunk = %id, "cannot report a bad copy: {e}");
+    }
+}
+
+/// Logs a failed fetch and reports a bad copy to its sender; true if the copy was bad.
+async fn fetch_failed(conn: &Connection<Msg>, id: ChunkId, error: &str) -> bool {
+    tracing::debug!(peer = %conn.peer_id().short(), chunk = %id, "fetch failed: {error}");
+    let bad = error == BAD_COPY;
+    if bad {
+        report_bad_copy(conn, id).await;
+    }
+    bad
+}
+
 /// Writes a fetched copy of a chunk this node should hold (read repair).
 /// `sealed` must be authenticated already (its id or its key checked).
 async fn keep_copy(shared: &Arc<Shared>, id: ChunkId, sealed: Bytes) {
@@ -257,10 +275,7 @@ pub(crate) async fn fetch_sealed(shared: &Arc<Shared>, id: ChunkId) -> Result<By
                 return Ok(sealed);
             }
             Ok(None) => {}
-            Err(e) => {
-                saw_corrupt |= e == BAD_COPY;
-                tracing::debug!(peer = %conn.peer_id().short(), chunk = %id, "fetch failed: {e}");
-            }
+            Err(e) => saw_corrupt |= fetch_failed(&conn, id, &e).await,
         }
     }
     Err(if saw_corrupt {
@@ -325,8 +340,7 @@ pub(crate) async fn read_plain(
             Ok(Some(sealed)) => sealed,
             Ok(None) => continue,
             Err(e) => {
-                saw_corrupt |= e == BAD_COPY;
-                tracing::debug!(peer = %conn.peer_id().short(), chunk = %id, "fetch failed: {e}");
+                saw_corrupt |= fetch_failed(&conn, id, &e).await;
                 continue;
             }
         };
@@ -338,6 +352,7 @@ pub(crate) async fn read_plain(
             Err(crate::GetError::ShuttingDown) => return Err(crate::GetError::ShuttingDown),
             Err(_) => {
                 saw_corrupt = true;
+                report_bad_copy(&conn, id).await;
                 tracing::debug!(peer = %conn.peer_id().short(), chunk = %id, "a fetched copy failed to open");
             }
         }

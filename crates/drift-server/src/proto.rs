@@ -16,7 +16,10 @@
 //! - Authentication and encryption: drift-p2p's Noise session provides both; every peer
 //!   that can send these messages holds the cluster secret.
 //! - Trusting peers' bytes: a chunk from a peer is checked against its SHA-1 id and its key
-//!   before use, so a faulty or hostile member can cause a retry, never wrong data.
+//!   before use, so a faulty or hostile member can cause a retry, never wrong data. A node
+//!   serves `GetChunk` without hashing the chunk first (the asker checks); an asker that
+//!   received bad bytes says so with `CheckChunk`, and the holder re-reads its copy with the
+//!   SHA-1 check, which quarantines it if it is bad.
 //!
 //! # Requests and responses
 //! ```text
@@ -30,6 +33,7 @@
 //!   GetEntries { hashes }                  -> Entries { entries }*, fin
 //!   Peers                                  -> PeerList { peers }
 //!   TouchChunks { ids }                    -> Done
+//!   CheckChunk { id }                      -> Done
 //! client -> node
 //!   Put { name }, Data*, fin               -> Stored { version, size } | Failed
 //!   Get { name }                           -> FileFollows { size }, Data*, fin | NotFound | Failed
@@ -207,6 +211,12 @@ pub enum Msg {
         /// At most [`MAX_IDS_PER_REQUEST`] ids.
         ids: Vec<ChunkId>,
     },
+    /// The copy of this chunk the peer sent failed its check: verify it and
+    /// quarantine it if it is bad.
+    CheckChunk {
+        /// The chunk.
+        id: ChunkId,
+    },
 }
 
 #[cfg(test)]
@@ -271,6 +281,9 @@ mod tests {
             any::<u64>().prop_map(|size| Msg::FileFollows { size }),
             proptest::collection::vec(any::<[u8; 20]>().prop_map(ChunkId::from_bytes), 0..10)
                 .prop_map(|ids| Msg::TouchChunks { ids }),
+            any::<[u8; 20]>().prop_map(|b| Msg::CheckChunk {
+                id: ChunkId::from_bytes(b)
+            }),
         ]
     }
 

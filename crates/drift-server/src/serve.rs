@@ -33,6 +33,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, conn: Connection<Msg>, mut s: St
             | Msg::GetEntries { .. }
             | Msg::Peers
             | Msg::TouchChunks { .. }
+            | Msg::CheckChunk { .. }
     );
     if node_only && conn.role() != Role::Node {
         let _ = reply(
@@ -63,6 +64,17 @@ pub(crate) async fn handle(shared: Arc<Shared>, conn: Connection<Msg>, mut s: St
                 shared.touch(&ids);
                 reply(&mut s, Msg::Done).await
             }
+        }
+        Msg::CheckChunk { id } => {
+            let store = shared.chunks.clone();
+            // `get` hashes the copy and quarantines it if its bytes are bad;
+            // repair then brings a good one back.
+            if let Ok(Err(drift_store::GetError::Corrupt { .. })) =
+                blocking(move || store.get(&id)).await
+            {
+                tracing::warn!(chunk = %id, peer = %conn.peer_id().short(), "a peer found this node's copy corrupt; quarantined");
+            }
+            reply(&mut s, Msg::Done).await
         }
         Msg::PushEntries { entries } => match crate::sync::apply_entries(&shared, entries).await {
             Ok(_) => reply(&mut s, Msg::Done).await,
@@ -159,7 +171,9 @@ async fn get_chunk(
     id: drift_crypto::ChunkId,
 ) -> Result<(), drift_p2p::StreamError> {
     let store = shared.chunks.clone();
-    match blocking(move || store.get(&id)).await {
+    // Not hashed here: the asker checks every copy it receives, and reports a
+    // bad one with `CheckChunk` (see the protocol docs).
+    match blocking(move || store.get_unverified(&id)).await {
         Ok(Ok(bytes)) => {
             let bytes = Bytes::from(bytes);
             s.send(&Msg::ChunkFollows {
@@ -169,7 +183,7 @@ async fn get_chunk(
             send_pieces(s, &bytes).await?;
             s.finish().await
         }
-        // A corrupt local copy has been quarantined: to the asker it is simply absent.
+        // A file that cannot be a chunk has been quarantined: to the asker it is simply absent.
         Ok(Err(_)) | Err(_) => reply(s, Msg::NotFound).await,
     }
 }

@@ -139,12 +139,7 @@ async fn corrupt_chunk_is_read_around_and_repaired() {
     c.node(0).store("precious", &data[..]).await.unwrap();
     let files = chunk_files(c.dirs[1].path());
     assert!(!files.is_empty());
-    for f in &files {
-        let mut b = std::fs::read(f).unwrap();
-        let mid = b.len() / 2;
-        b[mid] ^= 0x40;
-        std::fs::write(f, b).unwrap();
-    }
+    files.iter().for_each(|f| flip_a_byte(f));
     // The read never returns wrong bytes: it goes to another replica.
     assert_eq!(read(c.node(1), "precious").await.unwrap(), data);
     // The bad copies were quarantined and replaced by verified ones.
@@ -158,6 +153,66 @@ async fn corrupt_chunk_is_read_around_and_repaired() {
         );
     }
     assert!(c.node(1).status().await.quarantined >= files.len() as u64);
+    c.shutdown().await;
+}
+
+/// Flips one byte in the middle of a chunk file (its size stays the same).
+fn flip_a_byte(file: &std::path::Path) {
+    let mut b = std::fs::read(file).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 0x40;
+    std::fs::write(file, b).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_copies_served_to_a_reader_are_reported_and_quarantined() {
+    // Serving nodes send chunks without hashing them; the reader checks.
+    let c = Cluster::start(4, |_| {}).await;
+    let data = bytes(12, 10_000);
+    c.node(0).store("rot", &data[..]).await.unwrap();
+    let holders: Vec<usize> = (0..4)
+        .filter(|&i| !chunk_files(c.dirs[i].path()).is_empty())
+        .collect();
+    assert_eq!(holders.len(), 3, "one chunk, three replicas");
+    let reader = (0..4).find(|i| !holders.contains(i)).unwrap();
+    let id: drift_crypto::ChunkId = chunk_files(c.dirs[holders[0]].path())[0]
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ids: Vec<_> = (0..4).map(|i| c.node(i).id()).collect();
+    let first = drift_server::placement::rank(&id, &ids)[0];
+    let first = (0..4).find(|&i| ids[i] == first).unwrap();
+
+    // The replica the reader asks first has rotted: the read goes around it,
+    // and that replica learns its copy is bad.
+    flip_a_byte(&chunk_files(c.dirs[first].path())[0]);
+    assert_eq!(read(c.node(reader), "rot").await.unwrap(), data);
+    let node = c.node(first).clone();
+    wait_for("the bad copy quarantined", LIMIT, || async {
+        node.status().await.quarantined == 1
+    })
+    .await;
+
+    // Every copy rotten: a clear integrity error, never wrong bytes, and
+    // every holder of a bad copy quarantines it.
+    let rotten: Vec<usize> = (0..4)
+        .filter(|&i| !chunk_files(c.dirs[i].path()).is_empty())
+        .collect();
+    for &i in &rotten {
+        flip_a_byte(&chunk_files(c.dirs[i].path())[0]);
+    }
+    let err = read(c.node(reader), "rot").await.unwrap_err();
+    assert!(matches!(err, GetError::Corrupt { .. }), "{err}");
+    for &i in &rotten {
+        let dir = c.dirs[i].path().to_path_buf();
+        wait_for("every bad copy quarantined", LIMIT, || async {
+            chunk_files(&dir).is_empty()
+        })
+        .await;
+    }
     c.shutdown().await;
 }
 
