@@ -258,3 +258,48 @@ fn usage_errors_are_one_line_and_short_addresses_work() {
     .assert_ok();
     assert!(out.contains("0 file(s)"), "{out}");
 }
+
+#[test]
+fn get_to_a_fifo_or_through_a_symlink_keeps_what_the_path_is() {
+    use std::os::unix::fs::FileTypeExt;
+    let c = Cluster::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.bin");
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
+    std::fs::write(&input, &data).unwrap();
+    c.run(0, &["put", input.to_str().unwrap(), "--name", "f"])
+        .assert_ok();
+
+    // A FIFO (as /dev/null is a device) is written in place, not replaced.
+    let fifo = dir.path().join("pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    c.run(0, &["get", "f", "-o", fifo.to_str().unwrap()])
+        .assert_ok();
+    // Checked before joining: had the FIFO been replaced, its reader would
+    // never see a writer.
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    assert_eq!(reader.join().unwrap(), data);
+
+    // A symlink stays a link; the file it names gets the bytes.
+    let real = dir.path().join("real.bin");
+    std::fs::write(&real, b"old").unwrap();
+    let link = dir.path().join("link.bin");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    c.run(0, &["get", "f", "-o", link.to_str().unwrap()])
+        .assert_ok();
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(std::fs::read(&real).unwrap(), data);
+}
