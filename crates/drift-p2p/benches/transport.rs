@@ -28,7 +28,7 @@ const PIECE: usize = 60 * 1024;
 
 #[derive(Serialize, Deserialize)]
 enum Msg {
-    Chunk(Bytes),
+    Chunk(#[serde(with = "drift_p2p::payload")] Bytes),
     Received(u64),
 }
 

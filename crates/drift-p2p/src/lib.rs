@@ -62,6 +62,7 @@ mod error;
 mod frame;
 mod key;
 mod noise;
+pub mod payload;
 pub mod proto;
 mod stream;
 #[doc(hidden)]

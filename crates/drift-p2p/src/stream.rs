@@ -277,7 +277,7 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Stream<M> {
                     self.conn.grant(self.id, self.unacked);
                     self.unacked = 0;
                 }
-                match postcard::take_from_bytes::<M>(&bytes) {
+                match crate::payload::decode::<M>(&bytes) {
                     Ok((msg, [])) => Ok(Some(msg)),
                     Ok((_, rest)) => Err(StreamError::Decode(format!(
                         "{} trailing bytes after the message",

@@ -140,7 +140,7 @@ pub enum Msg {
     /// Client: ask for the node's status.
     Status,
     /// A piece of bulk bytes.
-    Data(Bytes),
+    Data(#[serde(with = "drift_p2p::payload")] Bytes),
     /// Success without a value.
     Done,
     /// The request failed.
