@@ -559,7 +559,7 @@ pub(crate) async fn run_reader(
                 Ok(Some(frame)) => {
                     last_rx = Instant::now();
                     let step = opener
-                        .open(&frame)
+                        .open(frame)
                         .map_err(|e| format!("cannot decrypt a frame from the peer: {e}"))
                         .and_then(|plain| decode_envelope(plain).map_err(|e| e.to_string()))
                         .and_then(|env| shared.dispatch(env));
