@@ -555,11 +555,10 @@ pub(crate) async fn run_reader(
                     }
                 }
             }
-            frame = reader.next() => match frame {
-                Ok(Some(frame)) => {
+            frame = reader.next_open(&mut opener) => match frame {
+                Ok(Some(opened)) => {
                     last_rx = Instant::now();
-                    let step = opener
-                        .open(frame)
+                    let step = opened
                         .map_err(|e| format!("cannot decrypt a frame from the peer: {e}"))
                         .and_then(|plain| decode_envelope(plain).map_err(|e| e.to_string()))
                         .and_then(|env| shared.dispatch(env));

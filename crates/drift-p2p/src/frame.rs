@@ -1,7 +1,9 @@
 //! Length-delimited framing of the TCP byte stream, and sealing/opening frames
 //! with the transport keys from the Noise handshake.
 
+use std::collections::VecDeque;
 use std::io;
+use std::sync::{Arc, Mutex};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
@@ -13,10 +15,9 @@ use crate::proto::{LEN_FIELD_LEN, MAX_FRAME_LEN, TAG_LEN};
 /// How much the reader asks the socket for at once.
 const READ_CHUNK: usize = 256 * 1024;
 /// Plaintexts smaller than this are copied into their own allocation; larger ones
-/// stay in (and keep alive) the reader's buffer, of about `READ_CHUNK` +
-/// `MAX_FRAME_LEN` bytes, shared with the frames read with them. This bounds
-/// the memory a held payload can pin to about 10x its size (1x for a run of
-/// full frames).
+/// stay in (and keep alive) the reader's chunk of [`CHUNK_LEN`] bytes, shared
+/// with the frames read with them. This bounds the memory a held payload can
+/// pin to about 10x its size (about 1x for a run of full frames).
 const SMALL_PLAINTEXT: usize = 32 * 1024;
 
 /// The frame codec: a 4-byte big-endian length, at most [`MAX_FRAME_LEN`].
@@ -45,10 +46,66 @@ pub fn decode_frames(bytes: &[u8]) -> (Vec<BytesMut>, Result<(), io::Error>) {
 }
 
 /// Reads frames from a byte stream; keeps what it has buffered across calls.
+///
+/// Handshake frames come from [`FrameReader::next`]. Transport frames come
+/// from [`FrameReader::next_open`], which reads the socket into pooled chunks,
+/// decrypts every complete frame in place in the chunk, and hands large
+/// plaintexts out as slices of it (see [`SMALL_PLAINTEXT`]). A chunk that
+/// handed out slices goes back to the pool when the last of them is dropped;
+/// pooled chunks stay initialized, so no read pays for zeroing or fresh pages.
 pub(crate) struct FrameReader<R> {
     io: R,
     buf: BytesMut,
     codec: LengthDelimitedCodec,
+    /// The transport read chunk, once the handshake is over; `chunk[lo..hi]`
+    /// is read but not yet opened.
+    chunk: Vec<u8>,
+    lo: usize,
+    hi: usize,
+    /// Opened plaintexts (or the first failure) not yet returned.
+    ready: VecDeque<Result<Bytes, CryptoError>>,
+    pool: Arc<Pool>,
+}
+
+/// Bytes of a transport read chunk: room for a read of `READ_CHUNK` after a
+/// partial frame.
+const CHUNK_LEN: usize = READ_CHUNK + LEN_FIELD_LEN + MAX_FRAME_LEN;
+/// Chunks kept for reuse per connection.
+const POOL_MAX: usize = 8;
+
+#[derive(Default)]
+struct Pool(Mutex<Vec<Vec<u8>>>);
+
+impl Pool {
+    fn take(&self) -> Vec<u8> {
+        let reused = self.0.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        reused.unwrap_or_else(|| vec![0; CHUNK_LEN])
+    }
+
+    fn put(&self, buf: Vec<u8>) {
+        let mut pool = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < POOL_MAX {
+            pool.push(buf);
+        }
+    }
+}
+
+/// A pooled chunk owned by the `Bytes` slices handed out of it.
+struct Pooled {
+    buf: Vec<u8>,
+    pool: Arc<Pool>,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        self.pool.put(std::mem::take(&mut self.buf));
+    }
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -57,7 +114,111 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             io,
             buf: BytesMut::with_capacity(READ_CHUNK),
             codec: codec(),
+            chunk: Vec::new(),
+            lo: 0,
+            hi: 0,
+            ready: VecDeque::new(),
+            pool: Arc::default(),
         }
+    }
+
+    /// The next transport frame, opened: `Ok(Some(Err(_)))` if it does not
+    /// authenticate, `Ok(None)` on a clean end of stream. Cancel safe.
+    pub(crate) async fn next_open(
+        &mut self,
+        opener: &mut Opener,
+    ) -> io::Result<Option<Result<Bytes, CryptoError>>> {
+        if self.chunk.is_empty() {
+            // First call after the handshake: take over what it read ahead.
+            self.chunk = self.pool.take();
+            let ahead = std::mem::take(&mut self.buf);
+            if ahead.len() > self.chunk.len() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "frame too large",
+                ));
+            }
+            self.chunk[..ahead.len()].copy_from_slice(&ahead);
+            (self.lo, self.hi) = (0, ahead.len());
+        }
+        loop {
+            if let Some(opened) = self.ready.pop_front() {
+                return Ok(Some(opened));
+            }
+            self.open_buffered(opener)?;
+            if !self.ready.is_empty() {
+                continue;
+            }
+            // Make room for the rest of the partial frame and a full read.
+            if self.chunk.len() - self.hi < READ_CHUNK {
+                self.chunk.copy_within(self.lo..self.hi, 0);
+                (self.lo, self.hi) = (0, self.hi - self.lo);
+            }
+            let n = self.io.read(&mut self.chunk[self.hi..]).await?;
+            if n == 0 {
+                return if self.hi == self.lo {
+                    Ok(None)
+                } else {
+                    Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "truncated frame",
+                    ))
+                };
+            }
+            self.hi += n;
+        }
+    }
+
+    /// Opens every complete frame in `chunk[lo..hi]` into `ready`, stopping
+    /// at the first that fails. If any plaintext stays in the chunk, the
+    /// chunk is handed to the `Bytes` and the partial tail moves to a new one.
+    fn open_buffered(&mut self, opener: &mut Opener) -> io::Result<()> {
+        let mut kept = Vec::new();
+        while self.hi - self.lo >= LEN_FIELD_LEN {
+            let mut len_field = [0u8; LEN_FIELD_LEN];
+            len_field.copy_from_slice(&self.chunk[self.lo..self.lo + LEN_FIELD_LEN]);
+            let len = u32::from_be_bytes(len_field) as usize;
+            if len > MAX_FRAME_LEN {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "frame too large",
+                ));
+            }
+            let body = self.lo + LEN_FIELD_LEN;
+            if self.hi - body < len {
+                break;
+            }
+            self.lo = body + len;
+            match opener.open_in_place(&mut self.chunk[body..body + len]) {
+                Ok(n) if n < SMALL_PLAINTEXT => {
+                    self.ready
+                        .push_back(Ok(Bytes::copy_from_slice(&self.chunk[body..body + n])));
+                }
+                Ok(n) => {
+                    kept.push((self.ready.len(), body, n));
+                    self.ready.push_back(Ok(Bytes::new()));
+                }
+                Err(e) => {
+                    self.ready.push_back(Err(e));
+                    break;
+                }
+            }
+        }
+        if !kept.is_empty() {
+            let mut next = self.pool.take();
+            let tail = self.hi - self.lo;
+            next[..tail].copy_from_slice(&self.chunk[self.lo..self.hi]);
+            let full = std::mem::replace(&mut self.chunk, next);
+            (self.lo, self.hi) = (0, tail);
+            let shared = Bytes::from_owner(Pooled {
+                buf: full,
+                pool: self.pool.clone(),
+            });
+            for (at, body, n) in kept {
+                self.ready[at] = Ok(shared.slice(body..body + n));
+            }
+        }
+        Ok(())
     }
 
     /// The next frame; `Ok(None)` on a clean end of stream. Cancel safe.
@@ -210,13 +371,8 @@ impl BatchBuf {
     }
 }
 
-/// The receiving half of the transport: opens frames in place.
-///
-/// A frame is decrypted where the reader put it, and a large plaintext is
-/// handed out as that same buffer (so a `Data` payload is a slice of the bytes
-/// read from the socket, never copied). Plaintexts smaller than
-/// [`SMALL_PLAINTEXT`] are copied into their own allocation instead, so a tiny
-/// message can never pin the reader's much larger buffer.
+/// The receiving half of the transport: opens frames in place, where
+/// [`FrameReader::next_open`] read them.
 pub(crate) struct Opener {
     cipher: Cipher,
 }
@@ -229,25 +385,27 @@ impl Opener {
         }
     }
 
-    /// Decrypts and authenticates one frame body (at most `MAX_FRAME_LEN` bytes)
-    /// in place; returns the plaintext.
-    pub(crate) fn open(&mut self, mut frame: BytesMut) -> Result<Bytes, CryptoError> {
-        if frame.len() > MAX_FRAME_LEN {
+    /// Decrypts and authenticates one frame body (at most `MAX_FRAME_LEN`
+    /// bytes) in place; returns the length of the plaintext at its start.
+    pub(crate) fn open_in_place(&mut self, body: &mut [u8]) -> Result<usize, CryptoError> {
+        if body.len() > MAX_FRAME_LEN {
             return Err(CryptoError::TooLarge);
         }
-        if frame.len() < TAG_LEN {
+        if body.len() < TAG_LEN {
             return Err(CryptoError::Decrypt);
         }
         let nonce = self.cipher.next_nonce()?;
-        let n = self
-            .cipher
+        self.cipher
             .key
-            .open_in_place(nonce, Aad::empty(), &mut frame)
-            .map_err(|_| CryptoError::Decrypt)?
-            .len();
-        if n < SMALL_PLAINTEXT {
-            return Ok(Bytes::copy_from_slice(&frame[..n]));
-        }
+            .open_in_place(nonce, Aad::empty(), body)
+            .map(|plain| plain.len())
+            .map_err(|_| CryptoError::Decrypt)
+    }
+
+    /// [`Opener::open_in_place`] on an owned frame, returning the plaintext.
+    #[cfg(test)]
+    pub(crate) fn open(&mut self, mut frame: BytesMut) -> Result<Bytes, CryptoError> {
+        let n = self.open_in_place(&mut frame)?;
         frame.truncate(n);
         Ok(frame.freeze())
     }
@@ -388,6 +546,56 @@ mod tests {
             replay.open(BytesMut::from(&theirs[..3])),
             Err(CryptoError::Decrypt)
         );
+    }
+
+    /// Transport frames read in odd pieces, after a handshake frame read with
+    /// `next`, open in order whatever their size; small and large plaintexts alike.
+    #[tokio::test]
+    async fn next_open_reads_frames_in_any_pieces() {
+        let key = [9u8; 32];
+        let mut sealer = Sealer::new(&key);
+        let mut wire = BytesMut::new();
+        put_frame(&mut wire, b"handshake");
+        let mut out = BatchBuf::new(0);
+        let mut sent = Vec::new();
+        for i in 0..40usize {
+            let len = [
+                0,
+                5,
+                SMALL_PLAINTEXT - 1,
+                SMALL_PLAINTEXT,
+                MAX_FRAME_LEN - TAG_LEN,
+            ][i % 5];
+            let plain: Vec<u8> = (0..len).map(|b| (b + i) as u8).collect();
+            sealer.seal_into(&plain, &mut out).unwrap();
+            sent.push(plain);
+        }
+        wire.extend_from_slice(out.bytes());
+        let (mut tx, rx) = tokio::io::duplex(7001);
+        let writer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            tx.write_all(&wire).await.unwrap();
+        });
+        let mut reader = FrameReader::new(rx);
+        assert_eq!(&reader.next().await.unwrap().unwrap()[..], b"handshake");
+        let mut opener = Opener::new(&key);
+        let mut held = Vec::new();
+        for plain in &sent {
+            let got = reader
+                .next_open(&mut opener)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            assert_eq!(&got[..], &plain[..]);
+            held.push(got);
+        }
+        writer.await.unwrap();
+        assert!(reader.next_open(&mut opener).await.unwrap().is_none());
+        // Payloads handed out earlier are untouched by later reads.
+        for (got, plain) in held.iter().zip(&sent) {
+            assert_eq!(&got[..], &plain[..]);
+        }
     }
 
     #[test]

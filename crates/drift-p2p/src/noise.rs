@@ -190,10 +190,10 @@ impl Session {
 
     /// The next envelope; `Ok(None)` at end of stream.
     pub(crate) async fn recv(&mut self) -> io::Result<Option<Envelope>> {
-        let Some(frame) = self.reader.next().await? else {
+        let Some(opened) = self.reader.next_open(&mut self.opener).await? else {
             return Ok(None);
         };
-        let plain = self.opener.open(frame).map_err(|e| {
+        let plain = opened.map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("cannot decrypt frame: {e}"),
