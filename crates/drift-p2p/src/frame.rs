@@ -341,6 +341,32 @@ impl Sealer {
         out.used = end;
         Ok(())
     }
+
+    /// Seals the plaintext `buf[start..]` in place into a frame, which is then
+    /// `buf[start - LEN_FIELD_LEN..]`: the length goes in the `LEN_FIELD_LEN`
+    /// bytes before `start` (which must exist), the tag is appended.
+    pub(crate) fn seal_in_place(
+        &mut self,
+        buf: &mut Vec<u8>,
+        start: usize,
+    ) -> Result<(), CryptoError> {
+        let Some(len_at) = start.checked_sub(LEN_FIELD_LEN) else {
+            return Err(CryptoError::TooLarge);
+        };
+        let body_len = buf.len().saturating_sub(start) + TAG_LEN;
+        if body_len > MAX_FRAME_LEN || start > buf.len() {
+            return Err(CryptoError::TooLarge);
+        }
+        let nonce = self.cipher.next_nonce()?;
+        let tag = self
+            .cipher
+            .key
+            .seal_in_place_separate_tag(nonce, Aad::empty(), &mut buf[start..])
+            .map_err(|_| CryptoError::TooLarge)?;
+        buf.extend_from_slice(tag.as_ref());
+        buf[len_at..start].copy_from_slice(&(body_len as u32).to_be_bytes());
+        Ok(())
+    }
 }
 
 /// The writer's output buffer. Its bytes stay initialized between batches
@@ -596,6 +622,25 @@ mod tests {
         for (got, plain) in held.iter().zip(&sent) {
             assert_eq!(&got[..], &plain[..]);
         }
+    }
+
+    /// Sealing in place in a send buffer gives the same frames as sealing into the batch.
+    #[test]
+    fn sealing_in_place_matches_sealing_into_the_batch() {
+        let (mut a, mut b) = (Sealer::new(&[3; 32]), Sealer::new(&[3; 32]));
+        for len in [0usize, 1, 5000, MAX_FRAME_LEN - TAG_LEN] {
+            let plain: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut out = BatchBuf::new(0);
+            a.seal_into(&plain, &mut out).unwrap();
+            let mut buf = vec![0xee; 6];
+            buf.extend_from_slice(&plain);
+            b.seal_in_place(&mut buf, 6).unwrap();
+            assert_eq!(&buf[6 - LEN_FIELD_LEN..], out.bytes());
+        }
+        let mut no_room = vec![0u8; 10];
+        assert!(b.seal_in_place(&mut no_room, 3).is_err());
+        let mut too_big = vec![0u8; MAX_FRAME_LEN + 4];
+        assert!(b.seal_in_place(&mut too_big, 4).is_err());
     }
 
     #[test]
