@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
+use std::io::IoSlice;
+
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -18,7 +20,7 @@ use crate::StreamError;
 use crate::frame::{BatchBuf, FrameReader, Opener, Sealer};
 use crate::key::{PeerId, Role};
 use crate::proto::{
-    Body, DATA_OVERHEAD, Envelope, MAX_FRAME_LEN, decode_envelope, encode_envelope,
+    Body, DATA_OVERHEAD, Envelope, LEN_FIELD_LEN, MAX_FRAME_LEN, decode_envelope, encode_envelope,
 };
 
 /// The writer writes once it has gathered this much, or when the queue is empty.
@@ -28,6 +30,9 @@ const QUEUE_BYTES: usize = 4 * 1024 * 1024;
 /// Control frames (pongs, resets, credits...) queued for the writer, at most;
 /// beyond this the peer is sending far faster than it reads, and is dropped.
 const MAX_CONTROL_BACKLOG: usize = 4096;
+/// `Data` plaintexts at least this large are sealed in place and written from
+/// their own buffer; smaller ones are cheaper to copy into the batch.
+const SEAL_IN_PLACE: usize = 4 * 1024;
 /// Send buffers kept for reuse per connection.
 const SPARE_BUFS: usize = 32;
 /// Upper bound of the send credit a peer may grant on one stream.
@@ -555,11 +560,10 @@ pub(crate) async fn run_reader(
                     }
                 }
             }
-            frame = reader.next() => match frame {
-                Ok(Some(frame)) => {
+            frame = reader.next_open(&mut opener) => match frame {
+                Ok(Some(opened)) => {
                     last_rx = Instant::now();
-                    let step = opener
-                        .open(&frame)
+                    let step = opened
                         .map_err(|e| format!("cannot decrypt a frame from the peer: {e}"))
                         .and_then(|plain| decode_envelope(plain).map_err(|e| e.to_string()))
                         .and_then(|env| shared.dispatch(env));
@@ -588,7 +592,18 @@ pub(crate) async fn run_reader(
     shared.reason().unwrap_or("connection closed").to_string()
 }
 
+/// A frame of a batch: sealed into the batch buffer (a range of it, possibly
+/// several frames), or sealed in place in its own send buffer.
+enum Part {
+    Batch(std::ops::Range<usize>),
+    Own(Vec<u8>, usize),
+}
+
 /// Seals and writes queued frames, many per write, until a `Close` or an error.
+///
+/// Large `Data` frames are sealed in place in the buffer `Stream::send`
+/// encoded them into and written from there (vectored with the rest of the
+/// batch); small and control frames are sealed into one batch buffer.
 pub(crate) async fn run_writer(
     shared: Arc<ConnShared>,
     mut wr: OwnedWriteHalf,
@@ -597,31 +612,50 @@ pub(crate) async fn run_writer(
     write_timeout: Duration,
 ) {
     let mut out = BatchBuf::new(WRITE_BATCH + 2 * MAX_FRAME_LEN);
+    let mut parts: Vec<Part> = Vec::new();
     while let Some(first) = rx.recv().await {
-        let (mut queued, mut controls, mut close) = (0usize, 0usize, false);
+        let (mut queued, mut controls, mut close, mut size) = (0usize, 0usize, false, 0usize);
         let mut next = Some(first);
-        while let Some(ob) = next {
-            if let Err(e) = sealer.seal_into(&ob.buf[ob.start..], &mut out) {
+        while let Some(mut ob) = next {
+            let in_place = ob.queued > 0
+                && ob.start >= LEN_FIELD_LEN
+                && ob.buf.len() - ob.start >= SEAL_IN_PLACE;
+            let sealed = if in_place {
+                sealer.seal_in_place(&mut ob.buf, ob.start)
+            } else {
+                let before = out.len();
+                let r = sealer.seal_into(&ob.buf[ob.start..], &mut out);
+                match parts.last_mut() {
+                    Some(Part::Batch(range)) if range.end == before => range.end = out.len(),
+                    _ => parts.push(Part::Batch(before..out.len())),
+                }
+                r
+            };
+            if let Err(e) = sealed {
                 shared.close(&format!("cannot encrypt a frame: {e}"));
                 return;
             }
             match ob.queued {
                 0 => controls += 1,
-                n => {
-                    queued += n as usize;
-                    shared.recycle(ob.buf);
-                }
+                n => queued += n as usize,
+            }
+            if in_place {
+                size += ob.buf.len() - ob.start + LEN_FIELD_LEN;
+                parts.push(Part::Own(ob.buf, ob.start - LEN_FIELD_LEN));
+            } else if ob.queued > 0 {
+                shared.recycle(ob.buf);
             }
             if ob.close {
                 close = true;
                 break;
             }
-            if out.len() >= WRITE_BATCH {
+            if out.len() + size >= WRITE_BATCH {
                 break;
             }
             next = rx.try_recv().ok();
         }
-        match timeout(write_timeout, wr.write_all(out.bytes())).await {
+        let written = timeout(write_timeout, write_parts(&mut wr, &parts, out.bytes())).await;
+        match written {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 shared.close(&format!("writing to the peer failed: {e}"));
@@ -633,6 +667,11 @@ pub(crate) async fn run_writer(
             }
         }
         out.clear();
+        for part in parts.drain(..) {
+            if let Part::Own(buf, _) = part {
+                shared.recycle(buf);
+            }
+        }
         shared.queue.add_permits(queued);
         shared
             .control_backlog
@@ -642,4 +681,24 @@ pub(crate) async fn run_writer(
             return;
         }
     }
+}
+
+/// Writes the parts of a batch, in order, with as few syscalls as the socket allows.
+async fn write_parts(wr: &mut OwnedWriteHalf, parts: &[Part], batch: &[u8]) -> std::io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = parts
+        .iter()
+        .map(|part| match part {
+            Part::Batch(range) => IoSlice::new(&batch[range.clone()]),
+            Part::Own(buf, from) => IoSlice::new(&buf[*from..]),
+        })
+        .collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        let n = wr.write_vectored(rest).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut rest, n);
+    }
+    Ok(())
 }

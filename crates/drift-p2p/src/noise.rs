@@ -2,11 +2,10 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use bytes::BytesMut;
+use snow::Builder;
 use snow::resolvers::{DefaultResolver, FallbackResolver, RingResolver};
-use snow::{Builder, StatelessTransportState};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -152,13 +151,27 @@ pub(crate) async fn handshake(
         .get_remote_static()
         .map(PeerId::from_public_key)
         .ok_or_else(|| HandshakeError::Handshake("the peer sent no static key".into()))?;
-    let noise: Arc<StatelessTransportState> =
-        Arc::new(hs.into_stateless_transport_mode().map_err(hs_err)?);
+    if !hs.is_handshake_finished() {
+        return Err(HandshakeError::Handshake(
+            "the noise handshake did not finish".into(),
+        ));
+    }
+    // The transport ciphers run outside snow (see `frame`), in place in the
+    // frame buffers; Noise's split gives the initiator's sending key first.
+    let (mut i_to_r, mut r_to_i) = hs.dangerously_get_raw_split();
+    let (send_key, recv_key) = if initiator {
+        (&i_to_r, &r_to_i)
+    } else {
+        (&r_to_i, &i_to_r)
+    };
+    let (sealer, opener) = (Sealer::new(send_key), Opener::new(recv_key));
+    i_to_r.fill(0);
+    r_to_i.fill(0);
     Ok(Session {
         reader,
         writer,
-        sealer: Sealer::new(noise.clone()),
-        opener: Opener::new(noise),
+        sealer,
+        opener,
         remote_id,
         remote_addr,
     })
@@ -177,10 +190,10 @@ impl Session {
 
     /// The next envelope; `Ok(None)` at end of stream.
     pub(crate) async fn recv(&mut self) -> io::Result<Option<Envelope>> {
-        let Some(frame) = self.reader.next().await? else {
+        let Some(opened) = self.reader.next_open(&mut self.opener).await? else {
             return Ok(None);
         };
-        let plain = self.opener.open(&frame).map_err(|e| {
+        let plain = opened.map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("cannot decrypt frame: {e}"),

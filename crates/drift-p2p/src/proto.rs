@@ -97,6 +97,9 @@ pub(crate) const TAG_LEN: usize = 16;
 pub(crate) const LEN_FIELD_LEN: usize = 4;
 /// Largest `Data` header: stream varint (5) + variant (1) + length varint (3).
 pub(crate) const DATA_HEADROOM: usize = 9;
+/// Room before a `Data` message in its send buffer: the frame's length field
+/// and the envelope header, so the writer can seal the frame in place.
+pub(crate) const SEND_HEADROOM: usize = LEN_FIELD_LEN + DATA_HEADROOM;
 /// The largest encoded application message that fits one frame.
 pub const MAX_MESSAGE_LEN: usize = MAX_FRAME_LEN - TAG_LEN - DATA_HEADROOM;
 /// Credit a `Data` message costs beyond its length.
@@ -192,20 +195,24 @@ pub fn decode_envelope(plain: Bytes) -> Result<Envelope, DecodeError> {
 /// A `Data` envelope whose payload is `msg` postcard-encoded, built in one buffer.
 ///
 /// `buf` is reused (a recycled send buffer). Returns the buffer and the offset where the envelope starts; the message is
-/// encoded after [`DATA_HEADROOM`] bytes and the header is written right before it.
+/// encoded after [`SEND_HEADROOM`] bytes and the header is written right before it,
+/// which leaves at least [`LEN_FIELD_LEN`] bytes before the envelope and
+/// [`TAG_LEN`] bytes of spare capacity after it: room for the writer to seal
+/// the frame in place.
 pub(crate) fn encode_data<M: Serialize>(
     stream: u32,
     msg: &M,
     mut buf: Vec<u8>,
 ) -> Result<(Vec<u8>, usize), crate::StreamError> {
     buf.clear();
-    buf.resize(DATA_HEADROOM, 0);
-    let buf = postcard::serialize_with_flavor(msg, VecFlavor(buf))
+    buf.resize(SEND_HEADROOM, 0);
+    let mut buf = postcard::serialize_with_flavor(msg, VecFlavor(buf))
         .map_err(|e| crate::StreamError::Decode(format!("cannot encode message: {e}")))?;
-    let len = buf.len() - DATA_HEADROOM;
+    let len = buf.len() - SEND_HEADROOM;
     if len > MAX_MESSAGE_LEN {
         return Err(crate::StreamError::TooLarge { len });
     }
+    buf.reserve(TAG_LEN);
     Ok(write_data_header(buf, stream, len as u32))
 }
 
@@ -231,15 +238,15 @@ impl postcard::ser_flavors::Flavor for VecFlavor {
     }
 }
 
-/// Fills the header of a `Data` envelope whose payload starts at [`DATA_HEADROOM`].
+/// Fills the header of a `Data` envelope whose payload starts at [`SEND_HEADROOM`].
 pub(crate) fn write_data_header(mut buf: Vec<u8>, stream: u32, len: u32) -> (Vec<u8>, usize) {
     let mut header = [0u8; DATA_HEADROOM];
     let mut h = write_varint(stream, &mut header);
     header[h] = DATA_VARIANT;
     h += 1;
     h += write_varint(len, &mut header[h..]);
-    let start = DATA_HEADROOM - h;
-    buf[start..DATA_HEADROOM].copy_from_slice(&header[..h]);
+    let start = SEND_HEADROOM - h;
+    buf[start..SEND_HEADROOM].copy_from_slice(&header[..h]);
     (buf, start)
 }
 

@@ -14,7 +14,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 use crate::StreamError;
 use crate::conn::{ConnShared, Inbound, NewStream, StreamShared};
 use crate::key::{PeerId, Role};
-use crate::proto::{DATA_HEADROOM, DATA_OVERHEAD, encode_data};
+use crate::proto::{DATA_OVERHEAD, SEND_HEADROOM, encode_data};
 
 /// A live (or closed) connection to one peer. Cheap to clone.
 pub struct Connection<M> {
@@ -240,7 +240,7 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Stream<M> {
         self.check_live()?;
         let (buf, start) = encode_data(self.id, msg, self.conn.take_buf(self.size_hint))?;
         self.size_hint = buf.len();
-        let cost = (buf.len() - DATA_HEADROOM) as u32 + DATA_OVERHEAD;
+        let cost = (buf.len() - SEND_HEADROOM) as u32 + DATA_OVERHEAD;
         let deadline = Instant::now() + self.timeout;
         match timeout_at(deadline, self.shared.credit.acquire_many(cost)).await {
             Err(_) => return Err(StreamError::Timeout),
