@@ -30,6 +30,22 @@ pub const CHUNK_ID_LEN: usize = 20;
 /// ciphertext that AES has just written and is still in the L1/L2 cache.
 const PIPELINE_BLOCK: usize = 32 * 1024;
 
+/// Computes a [`ChunkId`] over sealed bytes given in pieces ([`ChunkId::hasher`]).
+#[derive(Clone)]
+pub struct ChunkHasher(Sha1);
+
+impl ChunkHasher {
+    /// Adds the next piece.
+    pub fn update(&mut self, piece: &[u8]) {
+        self.0.update(piece);
+    }
+
+    /// The id of all the pieces, in order.
+    pub fn finish(self) -> ChunkId {
+        ChunkId(self.0.finalize().into())
+    }
+}
+
 /// The content address of a sealed chunk: SHA-1 of its ciphertext.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ChunkId([u8; CHUNK_ID_LEN]);
@@ -38,6 +54,13 @@ impl ChunkId {
     /// The id of some sealed bytes.
     pub fn of(ciphertext: &[u8]) -> Self {
         Self(Sha1::digest(ciphertext).into())
+    }
+
+    /// An incremental [`ChunkId::of`], for sealed bytes that arrive in pieces:
+    /// hashing each piece as it lands, while it is still in the cache, costs
+    /// less than hashing the whole chunk afterwards.
+    pub fn hasher() -> ChunkHasher {
+        ChunkHasher(Sha1::new())
     }
 
     /// An id from its raw digest.
@@ -212,6 +235,23 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn hashing_in_pieces_gives_the_same_id(
+            data in proptest::collection::vec(any::<u8>(), 0..100_000),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..8),
+        ) {
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(data.len() + 1)).collect();
+            cuts.push(data.len());
+            cuts.sort_unstable();
+            let mut h = ChunkId::hasher();
+            let mut at = 0;
+            for cut in cuts {
+                h.update(&data[at..cut]);
+                at = cut;
+            }
+            prop_assert_eq!(h.finish(), ChunkId::of(&data));
+        }
+
         #[test]
         fn seal_open_round_trip(data in proptest::collection::vec(any::<u8>(), 0..200_000)) {
             let k = conv(1);

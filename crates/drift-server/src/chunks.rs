@@ -149,9 +149,18 @@ pub(crate) async fn send_pieces(
     Ok(())
 }
 
-/// Receives `Data` pieces until the peer finishes, refusing more than `len` bytes.
-pub(crate) async fn recv_pieces(s: &mut Stream<Msg>, len: usize) -> Result<Bytes, String> {
+/// Receives the `len` bytes of chunk `id` as `Data` pieces until the peer
+/// finishes, refusing more. With `check_id`, each piece is hashed as it lands
+/// (still in the cache, which makes the SHA-1 markedly cheaper than hashing
+/// the whole chunk afterwards) and bytes that are not `id`'s are [`BAD_COPY`].
+pub(crate) async fn recv_chunk(
+    s: &mut Stream<Msg>,
+    id: ChunkId,
+    len: usize,
+    check_id: bool,
+) -> Result<Bytes, String> {
     let mut buf = BytesMut::with_capacity(len);
+    let mut hasher = check_id.then(ChunkId::hasher);
     loop {
         match s.recv().await.map_err(|e| e.to_string())? {
             Some(Msg::Data(piece)) => {
@@ -159,6 +168,9 @@ pub(crate) async fn recv_pieces(s: &mut Stream<Msg>, len: usize) -> Result<Bytes
                     return Err(format!("peer sent more than the {len} bytes it announced"));
                 }
                 buf.extend_from_slice(&piece);
+                if let Some(h) = &mut hasher {
+                    h.update(&buf[buf.len() - piece.len()..]);
+                }
             }
             None => break,
             Some(other) => return Err(format!("unexpected message {other:?} in a data stream")),
@@ -169,6 +181,9 @@ pub(crate) async fn recv_pieces(s: &mut Stream<Msg>, len: usize) -> Result<Bytes
             "peer sent {} of the {len} bytes it announced",
             buf.len()
         ));
+    }
+    if hasher.is_some_and(|h| h.finish() != id) {
+        return Err(BAD_COPY.into());
     }
     Ok(buf.freeze())
 }
@@ -193,15 +208,11 @@ async fn get_remote(
     if len > MAX_CHUNK_SIZE {
         return Err(format!("peer announced a {len}-byte chunk, over the limit"));
     }
-    let sealed = recv_pieces(&mut s, len).await?;
-    if check_id && ChunkId::of(&sealed) != id {
-        return Err(BAD_COPY.into());
-    }
-    Ok(Some(sealed))
+    recv_chunk(&mut s, id, len, check_id).await.map(Some)
 }
 
 /// How a fetch reports a copy whose bytes are not the chunk's.
-const BAD_COPY: &str = "peer sent bytes that do not match the chunk id";
+pub(crate) const BAD_COPY: &str = "peer sent bytes that do not match the chunk id";
 
 /// Why no verified copy of a chunk could be found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use drift_crypto::MAX_CHUNK_SIZE;
 use drift_p2p::{Connection, Role, Stream};
 use futures_util::stream;
 
-use crate::chunks::{failed, recv_pieces, send_pieces};
+use crate::chunks::{BAD_COPY, failed, recv_chunk, send_pieces};
 use crate::node::{Shared, blocking};
 use crate::proto::{FailKind, MAX_IDS_PER_REQUEST, MAX_VERSIONS_PER_MESSAGE, Msg};
 use crate::{DeleteError, GetError, StoreError};
@@ -143,21 +143,20 @@ async fn put_chunk(
         )
         .await;
     }
-    let sealed = match recv_pieces(s, len as usize).await {
+    // The bytes are hashed as they arrive; only `id`'s own bytes are stored.
+    let sealed = match recv_chunk(s, id, len as usize, true).await {
         Ok(b) => b,
+        Err(e) if e == BAD_COPY => return reply(s, failed(FailKind::Corrupt, e)).await,
         Err(e) => return reply(s, failed(FailKind::BadRequest, e)).await,
     };
     let store = shared.chunks.clone();
-    let answer = match blocking(move || store.put(&id, &sealed)).await {
+    let answer = match blocking(move || store.put_id_checked(&id, &sealed)).await {
         Ok(Ok(_)) => {
             shared.touch(&[id]);
             Msg::Done
         }
         Ok(Err(e @ drift_store::PutError::NoSpace { .. })) => {
             failed(FailKind::NoSpace, e.to_string())
-        }
-        Ok(Err(e @ drift_store::PutError::IdMismatch { .. })) => {
-            failed(FailKind::Corrupt, e.to_string())
         }
         Ok(Err(e)) => failed(FailKind::Internal, e.to_string()),
         Err(e) => failed(FailKind::Internal, e),

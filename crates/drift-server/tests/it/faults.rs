@@ -428,3 +428,41 @@ async fn a_store_that_outlasts_the_gc_grace_keeps_its_chunks() {
     }
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chunk_whose_bytes_are_not_its_id_is_refused() {
+    use drift_p2p::{Config, Endpoint, NodeKey, Role};
+    let c = Cluster::start(1, |_| {}).await;
+    let (member, _events) =
+        Endpoint::<Msg>::client(Config::new(&c.secret, NodeKey::generate(), Role::Node));
+    let conn = member.connect(c.addrs[0]).await.unwrap();
+    let claimed = drift_crypto::ChunkId::of(b"the bytes the id names");
+    let sent = bytes(3, 100_000);
+    let mut s = conn.open().await.unwrap();
+    s.send(&Msg::PutChunk {
+        id: claimed,
+        len: sent.len() as u32,
+    })
+    .await
+    .unwrap();
+    for piece in sent.chunks(drift_server::proto::PIECE_LEN) {
+        s.send(&Msg::Data(bytes::Bytes::copy_from_slice(piece)))
+            .await
+            .unwrap();
+    }
+    s.finish().await.unwrap();
+    let answer = s.recv().await.unwrap();
+    assert!(
+        matches!(
+            answer,
+            Some(Msg::Failed {
+                kind: FailKind::Corrupt,
+                ..
+            })
+        ),
+        "{answer:?}"
+    );
+    assert!(chunk_files(c.dirs[0].path()).is_empty(), "nothing stored");
+    member.shutdown().await;
+    c.shutdown().await;
+}
