@@ -73,7 +73,7 @@ impl NodeConfig {
             gc_grace: Duration::from_secs(600),
             tombstone_ttl: Duration::from_secs(30 * 24 * 3600),
             max_bytes: None,
-            pipeline_depth: 4,
+            pipeline_depth: 8,
         }
     }
 }
