@@ -89,6 +89,16 @@ where
     let touch_every = shared.config.gc_grace / 3;
     let mut last_touch = std::time::Instant::now();
     while !input_done || !in_flight.is_empty() {
+        // Collect finished chunks in order as soon as they are done, not only
+        // when the pipeline is full: the periodic touch below covers only
+        // collected chunks, so one left waiting could outlive its GC grace.
+        while in_flight.front().is_some_and(|h| h.is_finished()) {
+            collect(&mut in_flight, &mut refs).await?;
+        }
+        if last_touch.elapsed() >= touch_every {
+            touch_everywhere(shared, &refs).await;
+            last_touch = std::time::Instant::now();
+        }
         if !input_done && in_flight.len() < depth {
             match pieces.next().await {
                 Some(Ok(mut piece)) => {
@@ -115,15 +125,7 @@ where
                 }
             }
         }
-        if let Some(done) = in_flight.pop_front() {
-            refs.push(done.await.map_err(|_| StoreError::ShuttingDown)??);
-            // A store that outlasts the GC grace must keep its early chunks
-            // from being collected before its entry exists.
-            if last_touch.elapsed() >= touch_every {
-                touch_everywhere(shared, &refs).await;
-                last_touch = std::time::Instant::now();
-            }
-        }
+        collect(&mut in_flight, &mut refs).await?;
     }
     let manifest = build_manifest(shared, chunk_size, refs).await?;
     let version = shared.clock().next();
@@ -143,7 +145,20 @@ where
     Ok((version, size))
 }
 
+/// Waits for the oldest chunk in flight (if any) and adds its reference to `refs`.
+async fn collect(
+    in_flight: &mut VecDeque<AbortOnDropHandle<Result<ChunkRef, StoreError>>>,
+    refs: &mut Vec<ChunkRef>,
+) -> Result<(), StoreError> {
+    if let Some(done) = in_flight.pop_front() {
+        refs.push(done.await.map_err(|_| StoreError::ShuttingDown)??);
+    }
+    Ok(())
+}
+
 /// Restarts the GC grace of `refs` on this node and every connected peer.
+/// A store that outlasts the grace calls it every third of it, so its early
+/// chunks are not collected before its entry exists.
 async fn touch_everywhere(shared: &Arc<Shared>, refs: &[ChunkRef]) {
     let ids: Vec<drift_crypto::ChunkId> = refs.iter().map(|r| r.id).collect();
     shared.touch(&ids);
