@@ -29,16 +29,38 @@ pub(crate) struct Member {
     pub conn: Option<Connection<Msg>>,
     pub state: PeerState,
     pub since: Instant,
+    redial: Redial,
+}
+
+/// When to dial an address next: exponential backoff between attempts, and
+/// at most one attempt at a time. Members and bootstrap addresses (nodes we
+/// have not met yet) both use it.
+struct Redial {
     backoff: Duration,
     next_dial: Instant,
     dialing: bool,
 }
 
-/// A bootstrap address whose node we have not met yet.
-struct Bootstrap {
-    backoff: Duration,
-    next_dial: Instant,
-    dialing: bool,
+impl Redial {
+    /// Due at `first`, then after `backoff`, doubling up to the table's maximum.
+    fn new(backoff: Duration, first: Instant) -> Self {
+        Redial {
+            backoff,
+            next_dial: first,
+            dialing: false,
+        }
+    }
+
+    /// If a dial is due, marks it started and schedules the next one.
+    fn start_if_due(&mut self, now: Instant, max: Duration) -> bool {
+        if self.dialing || self.next_dial > now {
+            return false;
+        }
+        self.dialing = true;
+        self.next_dial = now + self.backoff;
+        self.backoff = (self.backoff * 2).min(max);
+        true
+    }
 }
 
 /// The membership table.
@@ -49,7 +71,7 @@ pub(crate) struct Members {
     lost_after: Duration,
     replicas: usize,
     pub by_id: HashMap<PeerId, Member>,
-    bootstrap: HashMap<SocketAddr, Bootstrap>,
+    bootstrap: HashMap<SocketAddr, Redial>,
 }
 
 impl Members {
@@ -85,9 +107,7 @@ impl Members {
                 conn: None,
                 state: PeerState::Down,
                 since: now,
-                backoff: self.min_backoff,
-                next_dial: now,
-                dialing: false,
+                redial: Redial::new(self.min_backoff, now),
             },
         );
         true
@@ -97,14 +117,8 @@ impl Members {
         if self.by_id.values().any(|m| m.addr == addr) {
             return;
         }
-        self.bootstrap.insert(
-            addr,
-            Bootstrap {
-                backoff: self.min_backoff,
-                next_dial: Instant::now(),
-                dialing: false,
-            },
-        );
+        self.bootstrap
+            .insert(addr, Redial::new(self.min_backoff, Instant::now()));
     }
 
     /// The nodes chunks may be placed on: this node and every member not lost.
@@ -273,7 +287,7 @@ fn on_connected(
             m.state = PeerState::Up;
             m.since = Instant::now();
         }
-        m.backoff = min_backoff;
+        m.redial.backoff = min_backoff;
     }
     tracing::info!(peer = %peer.short(), %addr, "peer up");
     shared.wake_repair.notify_one();
@@ -298,8 +312,8 @@ fn on_disconnected(shared: &Arc<Shared>, conn: &Connection<Msg>, reason: &str) {
         m.conn = None;
         m.state = PeerState::Down;
         m.since = Instant::now();
-        m.backoff = min_backoff;
-        m.next_dial = Instant::now() + min_backoff;
+        m.redial.backoff = min_backoff;
+        m.redial.next_dial = Instant::now() + min_backoff;
         tracing::info!(peer = %peer.short(), reason, "peer down");
         shared.wake_dialer.notify_one();
     }
@@ -341,19 +355,13 @@ pub(crate) async fn run_dialer(shared: Arc<Shared>) {
             lost_changed = table.expire(now);
             let max = table.max_backoff;
             for (id, m) in table.by_id.iter_mut() {
-                if m.conn.as_ref().is_none_or(|c| c.is_closed()) && !m.dialing && m.next_dial <= now
+                if m.conn.as_ref().is_none_or(|c| c.is_closed()) && m.redial.start_if_due(now, max)
                 {
-                    m.dialing = true;
-                    m.next_dial = now + m.backoff;
-                    m.backoff = (m.backoff * 2).min(max);
                     due.push((Some(*id), m.addr));
                 }
             }
             for (addr, b) in table.bootstrap.iter_mut() {
-                if !b.dialing && b.next_dial <= now {
-                    b.dialing = true;
-                    b.next_dial = now + b.backoff;
-                    b.backoff = (b.backoff * 2).min(max);
+                if b.start_if_due(now, max) {
                     due.push((None, *addr));
                 }
             }
@@ -366,17 +374,12 @@ pub(crate) async fn run_dialer(shared: Arc<Shared>) {
             dials.spawn(async move {
                 let result = shared.endpoint.connect(addr).await;
                 let mut table = shared.members();
-                match id {
-                    Some(id) => {
-                        if let Some(m) = table.by_id.get_mut(&id) {
-                            m.dialing = false;
-                        }
-                    }
-                    None => {
-                        if let Some(b) = table.bootstrap.get_mut(&addr) {
-                            b.dialing = false;
-                        }
-                    }
+                let redial = match id {
+                    Some(id) => table.by_id.get_mut(&id).map(|m| &mut m.redial),
+                    None => table.bootstrap.get_mut(&addr),
+                };
+                if let Some(r) = redial {
+                    r.dialing = false;
                 }
                 match result {
                     // The transport announces the connection as an event, where it is registered.
