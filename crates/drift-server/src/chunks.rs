@@ -159,7 +159,8 @@ pub(crate) async fn recv_chunk(
     len: usize,
     check_id: bool,
 ) -> Result<Bytes, String> {
-    let mut buf = BytesMut::with_capacity(len);
+    // Aligned, so the store can write it to disk directly.
+    let mut buf = drift_store::aligned_buffer(len);
     let mut hasher = check_id.then(ChunkId::hasher);
     loop {
         match s.recv().await.map_err(|e| e.to_string())? {
@@ -272,7 +273,7 @@ pub(crate) async fn fetch_sealed(shared: &Arc<Shared>, id: ChunkId) -> Result<By
     let store = shared.chunks.clone();
     let mut saw_corrupt = false;
     match blocking(move || store.get(&id)).await {
-        Ok(Ok(bytes)) => return Ok(Bytes::from(bytes)),
+        Ok(Ok(bytes)) => return Ok(bytes.freeze()),
         Ok(Err(drift_store::GetError::Corrupt { .. })) => saw_corrupt = true,
         Ok(Err(_)) | Err(_) => {}
     }
@@ -300,14 +301,14 @@ pub(crate) async fn fetch_sealed(shared: &Arc<Shared>, id: ChunkId) -> Result<By
 async fn open_copy(
     shared: &Arc<Shared>,
     chunk: &ChunkRef,
-    sealed: Vec<u8>,
+    sealed: BytesMut,
 ) -> Result<Bytes, crate::GetError> {
     let keys = shared.keys.convergence.clone();
     let chunk = chunk.clone();
     blocking(move || {
         let mut buf = sealed;
         keys.open_id_checked(&chunk, &mut buf)
-            .map(|()| Bytes::from(buf))
+            .map(|()| buf.freeze())
             .map_err(|_| crate::GetError::Corrupt { chunk: chunk.id })
     })
     .await
@@ -358,7 +359,7 @@ pub(crate) async fn read_plain(
         if repair {
             keep_copy(shared, id, sealed.clone()).await;
         }
-        match open_copy(shared, chunk, Vec::from(sealed)).await {
+        match open_copy(shared, chunk, BytesMut::from(sealed)).await {
             Ok(plain) => return Ok(plain),
             Err(crate::GetError::ShuttingDown) => return Err(crate::GetError::ShuttingDown),
             Err(_) => {

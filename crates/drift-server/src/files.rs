@@ -84,7 +84,9 @@ where
         |buf: BytesMut| AbortOnDropHandle::new(tokio::spawn(seal_and_write(shared.clone(), buf)));
     let mut refs: Vec<ChunkRef> = Vec::new();
     let mut size: u64 = 0;
-    let mut buf = BytesMut::with_capacity(chunk_size);
+    // Chunk buffers are aligned, so the store can write them to disk directly.
+    let new_buf = || drift_store::aligned_buffer(chunk_size);
+    let mut buf = new_buf();
     let mut input_done = false;
     let touch_every = shared.config.gc_grace / 3;
     let mut last_touch = std::time::Instant::now();
@@ -107,8 +109,7 @@ where
                         let take = (chunk_size - buf.len()).min(piece.len());
                         buf.extend_from_slice(&piece.split_to(take));
                         if buf.len() == chunk_size {
-                            let full =
-                                std::mem::replace(&mut buf, BytesMut::with_capacity(chunk_size));
+                            let full = std::mem::replace(&mut buf, new_buf());
                             in_flight.push_back(spawn_chunk(full));
                         }
                     }

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use drift_crypto::MAX_CHUNK_SIZE;
 use drift_p2p::{Connection, Role, Stream};
 use futures_util::stream;
@@ -174,7 +173,7 @@ async fn get_chunk(
     // bad one with `CheckChunk` (see the protocol docs).
     match blocking(move || store.get_unverified(&id)).await {
         Ok(Ok(bytes)) => {
-            let bytes = Bytes::from(bytes);
+            let bytes = bytes.freeze();
             s.send(&Msg::ChunkFollows {
                 len: bytes.len() as u32,
             })

@@ -10,14 +10,16 @@
 //!    moves it to `<data>/quarantine/`.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::BytesMut;
 use drift_crypto::{ChunkId, MAX_CHUNK_SIZE};
 
+use crate::direct::{self, drop_from_cache};
 use crate::error::{GetError, PutError, StoreError, is_no_space};
 use crate::fanout::{self, Entry, TEMP_PREFIX, Walk};
 
@@ -204,7 +206,7 @@ impl ChunkStore {
             Err(e) => return Err(no_space(e, "create temp file in")),
         };
         // On any error below, dropping `temp` deletes the temp file.
-        temp.write_all(sealed)
+        direct::write_new(temp.as_file_mut(), sealed)
             .map_err(|e| no_space(e, "write temp file in"))?;
         if self.opts.fsync {
             temp.as_file()
@@ -231,7 +233,7 @@ impl ChunkStore {
 
     /// Reads a chunk and checks its SHA-1. A file whose bytes do not match is
     /// moved to `<data>/quarantine/` and [`GetError::Corrupt`] returned.
-    pub fn get(&self, id: &ChunkId) -> Result<Vec<u8>, GetError> {
+    pub fn get(&self, id: &ChunkId) -> Result<BytesMut, GetError> {
         let (path, buf) = self.read(id)?;
         if ChunkId::of(&buf) != *id {
             self.quarantine(&path, id, buf.len() as u64);
@@ -246,13 +248,13 @@ impl ChunkStore {
     /// the SHA-1 is most of a read's CPU. If that check fails, the caller
     /// must call [`ChunkStore::get`], which quarantines a corrupt file.
     /// Size limits are still enforced.
-    pub fn get_unverified(&self, id: &ChunkId) -> Result<Vec<u8>, GetError> {
+    pub fn get_unverified(&self, id: &ChunkId) -> Result<BytesMut, GetError> {
         self.read(id).map(|(_, buf)| buf)
     }
 
     /// The bytes of a chunk file, at most [`MAX_CHUNK_SIZE`]; anything else at
     /// the chunk's name is quarantined.
-    fn read(&self, id: &ChunkId) -> Result<(PathBuf, Vec<u8>), GetError> {
+    fn read(&self, id: &ChunkId) -> Result<(PathBuf, BytesMut), GetError> {
         let path = fanout::chunk_path(&self.chunks, id);
         let mut file = match File::open(&path) {
             Ok(f) => f,
@@ -269,12 +271,8 @@ impl ChunkStore {
             return Err(GetError::Corrupt { id: *id });
         }
         // Bounded by the limit even if the file grows while it is read.
-        let mut buf = Vec::with_capacity(meta.len() as usize);
-        (&mut file)
-            .take(MAX_CHUNK_SIZE as u64 + 1)
-            .read_to_end(&mut buf)
+        let buf = direct::read_all(&mut file, meta.len() as usize, MAX_CHUNK_SIZE)
             .map_err(|e| StoreError::io("read", &path, e))?;
-        drop_from_cache(&file, buf.len());
         if buf.len() > MAX_CHUNK_SIZE {
             self.quarantine(&path, id, buf.len() as u64);
             return Err(GetError::Corrupt { id: *id });
@@ -412,29 +410,6 @@ impl Drop for Reservation<'_> {
         c.reserved = c.reserved.saturating_sub(self.len);
     }
 }
-
-/// Chunks smaller than this stay in the page cache (see [`drop_from_cache`]).
-const DROP_FROM_CACHE_MIN: usize = 64 * 1024;
-
-/// Lets the kernel drop a large chunk's pages from the page cache: after a
-/// write (once fsynced, when they are clean) and after a read. Bulk chunk
-/// bytes are cold after a write and re-verified on every read, and keeping
-/// them cached makes every new write or read claim fresh pages. On a VM that
-/// hands free pages back to its host (as the bench machine does) that first
-/// touch is slow: 1 MiB files written and fsynced ran at ~0.4 GB/s kept cached
-/// and ~1.3 GB/s dropped; a single-node 1 GiB put went from 360 to 660 MB/s.
-/// Small chunks (small files, manifests) stay cached: dropping them sent every
-/// 4 KiB get to the disk (24,800 -> 16,200 gets/s). Advice only: a failure
-/// changes nothing but speed.
-#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
-fn drop_from_cache(file: &File, len: usize) {
-    if len >= DROP_FROM_CACHE_MIN {
-        let _ = rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed);
-    }
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
-fn drop_from_cache(_: &File, _: usize) {}
 
 #[cfg(test)]
 mod tests {

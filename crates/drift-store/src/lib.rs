@@ -48,12 +48,14 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod chunks;
+mod direct;
 mod entry;
 mod error;
 mod fanout;
 mod index;
 
 pub use chunks::{ChunkStore, StoreOptions, StoreUsage};
+pub use direct::{ALIGN, aligned_buffer};
 pub use entry::{NameEntry, Version};
 pub use error::{GetError, IndexError, PutError, StoreError};
 pub use index::NameIndex;
