@@ -370,18 +370,28 @@ impl ChunkStore {
             .tempfile_in(dir)
     }
 
-    /// Creates `<chunks>/ab/cd`, making each new directory entry durable.
+    /// Creates `<chunks>/ab/cd`, making each new directory entry durable. The
+    /// leaf is tried first: after the first few hundred chunks its parent
+    /// nearly always exists.
     fn create_fan_dir(&self, dir: &Path) -> io::Result<()> {
         let parent = dir.parent().unwrap_or(&self.chunks);
-        for d in [parent, dir] {
-            match fs::create_dir(d) {
-                Ok(()) if self.opts.fsync => fanout::sync_dir(d.parent().unwrap_or(&self.chunks))?,
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e),
+        match self.create_dir(dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.create_dir(parent)?;
+                self.create_dir(dir)
             }
+            other => other,
         }
-        Ok(())
+    }
+
+    /// Creates one directory (fine if it exists) and fsyncs its parent if it is new.
+    fn create_dir(&self, dir: &Path) -> io::Result<()> {
+        match fs::create_dir(dir) {
+            Ok(()) if self.opts.fsync => fanout::sync_dir(dir.parent().unwrap_or(&self.chunks)),
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Moves a bad chunk file aside. Failure to move it is not reported: the
