@@ -24,7 +24,7 @@
 //! callers still fsync (direct writes may sit in the disk's volatile cache).
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 
 use bytes::{Buf, BytesMut};
 
@@ -55,20 +55,31 @@ fn is_aligned(bytes: &[u8]) -> bool {
 /// Writes `bytes` to the new, empty `file`: its aligned part directly when
 /// it is large and aligned in memory, the rest buffered.
 pub(crate) fn write_new(file: &mut File, bytes: &[u8]) -> io::Result<()> {
-    let direct_len = bytes.len() / ALIGN * ALIGN;
-    if bytes.len() >= UNCACHED_MIN && is_aligned(bytes) && set_direct(file, true).is_ok() {
-        let direct = file.write_all(&bytes[..direct_len]);
-        set_direct(file, false)?;
-        match direct {
-            Ok(()) => return file.write_all(&bytes[direct_len..]),
-            // Refused after all (an unusual block size): write it all again, buffered.
-            Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
-                return std::os::unix::fs::FileExt::write_all_at(file, bytes, 0);
-            }
-            Err(e) => return Err(e),
-        }
+    if bytes.len() >= UNCACHED_MIN && is_aligned(bytes) {
+        return write_direct(file, bytes);
     }
     file.write_all(bytes)
+}
+
+/// Writes the aligned part of `bytes` with direct I/O and the tail buffered;
+/// all of it buffered where direct I/O is refused.
+fn write_direct(file: &mut File, bytes: &[u8]) -> io::Result<()> {
+    if set_direct(file, true).is_err() {
+        return file.write_all(bytes);
+    }
+    let direct_len = bytes.len() / ALIGN * ALIGN;
+    let direct = file.write_all(&bytes[..direct_len]);
+    set_direct(file, false)?;
+    match direct {
+        Ok(()) => file.write_all(&bytes[direct_len..]),
+        // Refused after all (an unusual block size, a misaligned buffer):
+        // write it all again, buffered, over whatever part went through.
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+            file.seek(io::SeekFrom::Start(0))?;
+            file.write_all(bytes)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Reads the whole of a chunk file that `fstat` says is `len` bytes long
@@ -204,6 +215,22 @@ mod tests {
                 assert_eq!(&back[..], &data[..], "read {len} ({k})");
             }
         }
+    }
+
+    /// A misaligned buffer makes the kernel refuse the direct write: the
+    /// fallback writes every byte buffered.
+    #[test]
+    fn a_refused_direct_write_falls_back_to_buffered() {
+        let dir = tempfile::tempdir().unwrap();
+        let len = 3 * UNCACHED_MIN + 5;
+        let mut buf = aligned_buffer(len + 1);
+        buf.extend((0..=len).map(|j| (j % 251) as u8));
+        let misaligned = &buf[1..];
+        let path = dir.path().join("f");
+        let mut f = File::create_new(&path).unwrap();
+        write_direct(&mut f, misaligned).unwrap();
+        f.sync_all().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), misaligned);
     }
 
     #[test]
