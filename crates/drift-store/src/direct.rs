@@ -19,8 +19,8 @@
 //! Writes use it for the aligned part of an aligned buffer
 //! ([`aligned_buffer`] makes one) and write the short tail buffered; reads
 //! use it for whole chunks into a buffer this module aligns. Everything here
-//! falls back to buffered I/O: a file system that refuses direct I/O (tmpfs,
-//! some network file systems) only loses speed. Durability is unchanged:
+//! falls back to buffered I/O: a file system that refuses direct I/O (tmpfs
+//! before Linux 6.6, some network file systems) only loses speed. Durability is unchanged:
 //! callers still fsync (direct writes may sit in the disk's volatile cache).
 
 use std::fs::File;

@@ -5,7 +5,9 @@
 //! - [`ChunkStore`]: sealed chunks as files under `<data>/chunks/ab/cd/<40 hex>`,
 //!   named by their SHA-1 ([`drift_crypto::ChunkId`]). Writes are atomic and
 //!   fsynced; every read re-checks the SHA-1 and quarantines a bad file.
-//!   [`StoreOptions`] sets a byte quota and whether to fsync.
+//!   [`StoreOptions`] sets a byte quota and whether to fsync. Chunks of 64 KiB
+//!   or more bypass the page cache (direct I/O where the file system allows);
+//!   fill chunk bytes into an [`aligned_buffer`] so writes can too.
 //! - [`NameIndex`]: the map from file names to [`NameEntry`]s (last writer wins
 //!   by [`Version`]; deletes are tombstones) in a redb database at
 //!   `<data>/index.redb`, plus a little sealed node state (`get_meta`/`set_meta`).
