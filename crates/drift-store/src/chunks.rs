@@ -2,9 +2,15 @@
 //!
 //! Crash guarantees (with `fsync` on, the default):
 //! 1. A chunk file is visible only complete: its bytes are written to a temp
-//!    file in the same directory and fsynced before it is renamed into place
-//!    (with `RENAME_NOREPLACE`, or a hard link where that is not supported).
-//! 2. When `put` returns, the rename is durable: the directory was fsynced.
+//!    file in the same directory and made durable before it is renamed into
+//!    place (with `RENAME_NOREPLACE`, or a hard link where that is not
+//!    supported).
+//! 2. When `put` returns, the rename is durable.
+//!
+//! "Durable" is a barrier shared by concurrent puts: one `syncfs` of the
+//! store's file system, which covers every write finished before it began,
+//! instead of an fsync per file and per directory (see `group_sync`). Where
+//! `syncfs` is missing, each put fsyncs its file and directory itself.
 //! 3. A crash leaves at worst a `.tmp-*` file, removed by the next `open`.
 //! 4. A file whose bytes no longer hash to its name is never returned; `get`
 //!    moves it to `<data>/quarantine/`.
@@ -22,6 +28,7 @@ use drift_crypto::{ChunkId, MAX_CHUNK_SIZE};
 use crate::direct::{self, drop_from_cache};
 use crate::error::{GetError, PutError, StoreError, is_no_space};
 use crate::fanout::{self, Entry, TEMP_PREFIX, Walk};
+use crate::group_sync::GroupSync;
 
 /// How a [`ChunkStore`] behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +36,8 @@ pub struct StoreOptions {
     /// The most bytes of chunks to hold (sealed bytes, not disk blocks);
     /// `None` means no limit but the disk's.
     pub max_bytes: Option<u64>,
-    /// Whether to fsync files and directories (turn off only for tests and
+    /// Whether to make every put durable before it returns (`syncfs`, or
+    /// `fsync` of files and directories; turn off only for tests and
     /// throw-away nodes: a crash may then lose acknowledged chunks).
     pub fsync: bool,
 }
@@ -70,6 +78,7 @@ pub struct ChunkStore {
     opts: StoreOptions,
     counters: Mutex<Counters>,
     quarantined: AtomicU64,
+    sync: GroupSync,
 }
 
 impl ChunkStore {
@@ -124,6 +133,8 @@ impl ChunkStore {
                 Entry::Stray => {}
             }
         }
+        let sync =
+            GroupSync::new(File::open(&chunks).map_err(|e| StoreError::io("open", &chunks, e))?);
         let n_quarantined = fs::read_dir(&quarantine)
             .map_err(|e| StoreError::io("read", &quarantine, e))?
             .count() as u64;
@@ -133,6 +144,7 @@ impl ChunkStore {
             opts,
             counters: Mutex::new(Counters { usage, reserved: 0 }),
             quarantined: AtomicU64::new(n_quarantined),
+            sync,
         })
     }
 
@@ -195,11 +207,13 @@ impl ChunkStore {
                 StoreError::io(action, &dir, e).into()
             }
         };
+        let mut new_dirs = false;
         let mut temp = match self.temp_file(&dir) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.create_fan_dir(&dir)
                     .map_err(|e| no_space(e, "create directory"))?;
+                new_dirs = true;
                 self.temp_file(&dir)
                     .map_err(|e| no_space(e, "create temp file in"))?
             }
@@ -209,8 +223,17 @@ impl ChunkStore {
         direct::write_new(temp.as_file_mut(), sealed)
             .map_err(|e| no_space(e, "write temp file in"))?;
         if self.opts.fsync {
-            temp.as_file()
-                .sync_all()
+            // The shared barrier also covers directories created above; alone,
+            // their entries need an fsync of the directories holding them.
+            self.sync
+                .barrier(|| {
+                    if new_dirs {
+                        let mid = dir.parent().unwrap_or(&self.chunks);
+                        fanout::sync_dir(mid)?;
+                        fanout::sync_dir(&self.chunks)?;
+                    }
+                    temp.as_file().sync_all()
+                })
                 .map_err(|e| no_space(e, "fsync temp file in"))?;
             drop_from_cache(temp.as_file(), sealed.len());
         }
@@ -226,7 +249,9 @@ impl ChunkStore {
             c.usage.bytes += len;
         }
         if created && self.opts.fsync {
-            fanout::sync_dir(&dir).map_err(|e| StoreError::io("fsync directory", &dir, e))?;
+            self.sync
+                .barrier(|| fanout::sync_dir(&dir))
+                .map_err(|e| StoreError::io("fsync directory", &dir, e))?;
         }
         Ok(created)
     }
@@ -370,27 +395,17 @@ impl ChunkStore {
             .tempfile_in(dir)
     }
 
-    /// Creates `<chunks>/ab/cd`, making each new directory entry durable. The
-    /// leaf is tried first: after the first few hundred chunks its parent
-    /// nearly always exists.
+    /// Creates `<chunks>/ab/cd` (the caller's barrier makes the new entries
+    /// durable). The leaf is tried first: after the first few hundred chunks
+    /// its parent nearly always exists.
     fn create_fan_dir(&self, dir: &Path) -> io::Result<()> {
         let parent = dir.parent().unwrap_or(&self.chunks);
-        match self.create_dir(dir) {
+        match create_dir(dir) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.create_dir(parent)?;
-                self.create_dir(dir)
+                create_dir(parent)?;
+                create_dir(dir)
             }
             other => other,
-        }
-    }
-
-    /// Creates one directory (fine if it exists) and fsyncs its parent if it is new.
-    fn create_dir(&self, dir: &Path) -> io::Result<()> {
-        match fs::create_dir(dir) {
-            Ok(()) if self.opts.fsync => fanout::sync_dir(dir.parent().unwrap_or(&self.chunks)),
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-            Err(e) => Err(e),
         }
     }
 
@@ -405,6 +420,14 @@ impl ChunkStore {
             self.quarantined.fetch_add(1, Ordering::Relaxed);
             self.forget(len);
         }
+    }
+}
+
+/// Creates one directory; fine if it exists.
+fn create_dir(dir: &Path) -> io::Result<()> {
+    match fs::create_dir(dir) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        other => other,
     }
 }
 
@@ -449,5 +472,23 @@ mod tests {
         drop(r);
         assert!(store.reserve(&id, 100).is_ok());
         assert!(store.reserve(&id, 101).is_err());
+    }
+
+    #[test]
+    fn puts_are_durable_without_syncfs_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChunkStore::open(dir.path()).unwrap();
+        store.sync.fall_back_to_fsync();
+        // Each new chunk creates its fan-out directories; putting one again
+        // finds it in place.
+        let chunks: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i; 5000]).collect();
+        for c in &chunks {
+            assert!(store.put(&ChunkId::of(c), c).unwrap());
+        }
+        assert!(!store.put(&ChunkId::of(&chunks[0]), &chunks[0]).unwrap());
+        for c in &chunks {
+            assert_eq!(&store.get(&ChunkId::of(c)).unwrap()[..], &c[..]);
+        }
+        assert_eq!(store.usage().unwrap().chunks, 3);
     }
 }

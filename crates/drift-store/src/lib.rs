@@ -54,6 +54,7 @@ mod direct;
 mod entry;
 mod error;
 mod fanout;
+mod group_sync;
 mod index;
 
 pub use chunks::{ChunkStore, StoreOptions, StoreUsage};
