@@ -12,6 +12,7 @@
 mod cluster;
 mod refs;
 mod report;
+mod trash;
 mod workload;
 
 use std::path::PathBuf;
@@ -172,6 +173,7 @@ fn bench(plan: Plan) -> Result<()> {
     }
     let work = target_dir().join("bench");
     std::fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
+    let _trash = trash::EmptyOnDrop::new(&work);
     let secret = ClusterSecret::generate()?;
     let secret_file = work.join("secret");
     std::fs::write(&secret_file, secret.to_hex())?;

@@ -174,10 +174,11 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        // Kill first (NodeProc's drop), then free the disk space; logs stay.
+        // Kill first (NodeProc's drop), then set the data aside; logs stay.
         let data: Vec<PathBuf> = self.nodes.drain(..).map(|n| n.data.clone()).collect();
+        let work = self.dir.parent().unwrap_or(&self.dir);
         for d in data {
-            let _ = std::fs::remove_dir_all(d);
+            super::trash::set_aside(work, &d);
         }
     }
 }
