@@ -39,7 +39,7 @@ mod secret;
 
 pub use chunk::{
     CHUNK_ID_LEN, ChunkHasher, ChunkId, ChunkIdParseError, ChunkKey, ChunkRef, ConvergenceKey,
-    OpenError,
+    OpenError, TransferDigest, TransferHasher,
 };
 pub use chunker::{Chunker, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, read_full};
 pub use record::{NAME_HASH_LEN, NameKey, RECORD_OVERHEAD, RecordError, RecordKey, SealError};
