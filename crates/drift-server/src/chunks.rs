@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use drift_crypto::{ChunkId, ChunkRef, MAX_CHUNK_SIZE};
+use drift_crypto::{
+    ChunkHasher, ChunkId, ChunkRef, MAX_CHUNK_SIZE, TransferDigest, TransferHasher,
+};
 use drift_p2p::{Connection, PeerId, Stream};
 use futures_util::future::join_all;
 
@@ -41,10 +43,12 @@ pub(crate) enum Put {
 /// Stores a sealed chunk on its replicas. Succeeds once a majority of R
 /// replicas have fsynced it, falling back to further-ranked nodes when a
 /// replica is down or full; otherwise reports how many acknowledged.
+/// `digest` is the bytes' transfer digest if the seal computed it.
 pub(crate) async fn write(
     shared: &Arc<Shared>,
     id: ChunkId,
     sealed: Bytes,
+    digest: Option<TransferDigest>,
 ) -> Result<(), Shortfall> {
     let (ranked, r) = placement(shared, &id);
     let needed = write_quorum(r);
@@ -52,7 +56,7 @@ pub(crate) async fn write(
     let results = join_all(
         targets
             .iter()
-            .map(|node| try_put(shared, *node, id, sealed.clone())),
+            .map(|node| try_put(shared, *node, id, sealed.clone(), digest)),
     )
     .await;
     let mut acks = results.iter().filter(|p| **p == Put::Stored).count();
@@ -61,7 +65,7 @@ pub(crate) async fn write(
         if acks >= needed {
             break;
         }
-        match try_put(shared, *node, id, sealed.clone()).await {
+        match try_put(shared, *node, id, sealed.clone(), digest).await {
             Put::Stored => acks += 1,
             Put::NoSpace => full += 1,
             Put::Failed => {}
@@ -75,11 +79,18 @@ pub(crate) async fn write(
 }
 
 /// Puts one chunk on one node (this one, or a peer over the network).
+/// `sealed` must be authenticated already (sealed here, or its id checked).
 pub(crate) async fn put_on(shared: &Arc<Shared>, node: PeerId, id: ChunkId, sealed: Bytes) -> bool {
-    try_put(shared, node, id, sealed).await == Put::Stored
+    try_put(shared, node, id, sealed, None).await == Put::Stored
 }
 
-async fn try_put(shared: &Arc<Shared>, node: PeerId, id: ChunkId, sealed: Bytes) -> Put {
+async fn try_put(
+    shared: &Arc<Shared>,
+    node: PeerId,
+    id: ChunkId,
+    sealed: Bytes,
+    digest: Option<TransferDigest>,
+) -> Put {
     if node == shared.me {
         let store = shared.chunks.clone();
         // These bytes were sealed moments ago, so their id is already known good.
@@ -105,7 +116,10 @@ async fn try_put(shared: &Arc<Shared>, node: PeerId, id: ChunkId, sealed: Bytes)
     let Some(conn) = shared.members().conn(&node) else {
         return Put::Failed;
     };
-    match put_remote(&conn, id, &sealed).await {
+    // Computed here only for a chunk sealed without it (a one-replica
+    // cluster's, or a repair's): one more pass over the bytes.
+    let digest = digest.unwrap_or_else(|| TransferDigest::of(&sealed));
+    match put_remote(&conn, id, &sealed, digest).await {
         Ok(put) => put,
         Err(e) => {
             tracing::debug!(peer = %node.short(), chunk = %id, "remote chunk write failed: {e}");
@@ -114,10 +128,15 @@ async fn try_put(shared: &Arc<Shared>, node: PeerId, id: ChunkId, sealed: Bytes)
     }
 }
 
-async fn put_remote(conn: &Connection<Msg>, id: ChunkId, sealed: &Bytes) -> Result<Put, String> {
+async fn put_remote(
+    conn: &Connection<Msg>,
+    id: ChunkId,
+    sealed: &Bytes,
+    digest: TransferDigest,
+) -> Result<Put, String> {
     let mut s = conn.open().await.map_err(|e| e.to_string())?;
     let len = u32::try_from(sealed.len()).map_err(|_| "chunk too large".to_string())?;
-    s.send(&Msg::PutChunk { id, len })
+    s.send(&Msg::PutSealed { id, len, digest })
         .await
         .map_err(|e| e.to_string())?;
     send_pieces(&mut s, sealed)
@@ -149,19 +168,41 @@ pub(crate) async fn send_pieces(
     Ok(())
 }
 
+/// What received chunk bytes are checked against as they land.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Check {
+    /// Their SHA-1 must be the chunk's id.
+    Id,
+    /// Their BLAKE3 must be the digest the sender computed beside the id.
+    Digest(TransferDigest),
+    /// Nothing here: the caller authenticates them by opening them.
+    Nothing,
+}
+
+/// A hash being computed over arriving pieces (BLAKE3's state is ~2 KiB).
+enum Running {
+    Id(ChunkHasher),
+    Digest(Box<TransferHasher>, TransferDigest),
+    Nothing,
+}
+
 /// Receives the `len` bytes of chunk `id` as `Data` pieces until the peer
-/// finishes, refusing more. With `check_id`, each piece is hashed as it lands
-/// (still in the cache, which makes the SHA-1 markedly cheaper than hashing
-/// the whole chunk afterwards) and bytes that are not `id`'s are [`BAD_COPY`].
+/// finishes, refusing more. Each piece is hashed as it lands, as `check`
+/// says (still in the cache, which makes the hash markedly cheaper than
+/// hashing the whole chunk afterwards); bytes that fail are [`BAD_COPY`].
 pub(crate) async fn recv_chunk(
     s: &mut Stream<Msg>,
     id: ChunkId,
     len: usize,
-    check_id: bool,
+    check: Check,
 ) -> Result<Bytes, String> {
     // Aligned, so the store can write it to disk directly.
     let mut buf = drift_store::aligned_buffer(len);
-    let mut hasher = check_id.then(ChunkId::hasher);
+    let mut running = match check {
+        Check::Id => Running::Id(ChunkId::hasher()),
+        Check::Digest(d) => Running::Digest(Box::new(TransferDigest::hasher()), d),
+        Check::Nothing => Running::Nothing,
+    };
     loop {
         match s.recv().await.map_err(|e| e.to_string())? {
             Some(Msg::Data(piece)) => {
@@ -169,8 +210,11 @@ pub(crate) async fn recv_chunk(
                     return Err(format!("peer sent more than the {len} bytes it announced"));
                 }
                 buf.extend_from_slice(&piece);
-                if let Some(h) = &mut hasher {
-                    h.update(&buf[buf.len() - piece.len()..]);
+                let landed = &buf[buf.len() - piece.len()..];
+                match &mut running {
+                    Running::Id(h) => h.update(landed),
+                    Running::Digest(h, _) => h.update(landed),
+                    Running::Nothing => {}
                 }
             }
             None => break,
@@ -183,7 +227,12 @@ pub(crate) async fn recv_chunk(
             buf.len()
         ));
     }
-    if hasher.is_some_and(|h| h.finish() != id) {
+    let good = match running {
+        Running::Id(h) => h.finish() == id,
+        Running::Digest(h, expected) => h.finish() == expected,
+        Running::Nothing => true,
+    };
+    if !good {
         return Err(BAD_COPY.into());
     }
     Ok(buf.freeze())
@@ -209,7 +258,8 @@ async fn get_remote(
     if len > MAX_CHUNK_SIZE {
         return Err(format!("peer announced a {len}-byte chunk, over the limit"));
     }
-    recv_chunk(&mut s, id, len, check_id).await.map(Some)
+    let check = if check_id { Check::Id } else { Check::Nothing };
+    recv_chunk(&mut s, id, len, check).await.map(Some)
 }
 
 /// How a fetch reports a copy whose bytes are not the chunk's.

@@ -27,21 +27,29 @@ const INLINE_SEAL_MAX: usize = 64 * 1024;
 
 /// Seals one chunk and writes it to its replicas.
 async fn seal_and_write(shared: Arc<Shared>, mut buf: BytesMut) -> Result<ChunkRef, StoreError> {
+    // Copies for peers carry a digest computed in the sealing pass; a
+    // one-replica cluster skips it (a chunk placed on a peer then gets it in
+    // a pass of its own).
+    let keys = shared.keys.convergence.clone();
+    let for_peers = shared.members().effective_replicas() > 1;
+    let seal = move |buf: &mut BytesMut| {
+        if for_peers {
+            let (chunk, digest) = keys.seal_for_transfer(buf);
+            (chunk, Some(digest))
+        } else {
+            (keys.seal(buf), None)
+        }
+    };
     // Sealing a small chunk takes microseconds, less than handing it to the
     // blocking pool and waking up again.
-    let (chunk, buf) = if buf.len() <= INLINE_SEAL_MAX {
-        let r = shared.keys.convergence.seal(&mut buf);
-        (r, buf)
+    let ((chunk, digest), buf) = if buf.len() <= INLINE_SEAL_MAX {
+        (seal(&mut buf), buf)
     } else {
-        let keys = shared.keys.convergence.clone();
-        blocking(move || {
-            let r = keys.seal(&mut buf);
-            (r, buf)
-        })
-        .await
-        .map_err(|_| StoreError::ShuttingDown)?
+        blocking(move || (seal(&mut buf), buf))
+            .await
+            .map_err(|_| StoreError::ShuttingDown)?
     };
-    chunks::write(&shared, chunk.id, buf.freeze())
+    chunks::write(&shared, chunk.id, buf.freeze(), digest)
         .await
         .map_err(|short| {
             if short.full > 0 {

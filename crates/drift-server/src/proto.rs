@@ -16,7 +16,12 @@
 //! - Authentication and encryption: drift-p2p's Noise session provides both; every peer
 //!   that can send these messages holds the cluster secret.
 //! - Trusting peers' bytes: a chunk from a peer is checked against its SHA-1 id and its key
-//!   before use, so a faulty or hostile member can cause a retry, never wrong data. A node
+//!   before use, so a faulty or hostile member can cause a retry, never wrong data. The one
+//!   exception is a replica write (`PutSealed`): the replica checks a BLAKE3 digest that the
+//!   sender computed in the pass that computed the id, which catches any change between the
+//!   seal and the replica's disk; whether the id itself is right rests on the sender, as it
+//!   does for the sender's own copy. A wrong copy still never reaches a reader: every read
+//!   checks the id and the key, quarantines a bad copy and uses another. A node
 //!   serves `GetChunk` without hashing the chunk first (the asker checks); an asker that
 //!   received bad bytes says so with `CheckChunk`, and the holder re-reads its copy with the
 //!   SHA-1 check, which quarantines it if it is bad.
@@ -25,6 +30,7 @@
 //! ```text
 //! node -> node
 //!   PutChunk { id, len }, Data*, fin       -> Done | Failed
+//!   PutSealed { id, len, digest }, Data*, fin -> Done | Failed
 //!   GetChunk { id }                        -> ChunkFollows { len }, Data*, fin | NotFound | Failed
 //!   HasChunks { ids }                      -> Have { bits }
 //!   PushEntries { entries }                -> Done
@@ -45,7 +51,7 @@
 //! variant index as a varint); variants are only ever appended.
 
 use bytes::Bytes;
-use drift_crypto::ChunkId;
+use drift_crypto::{ChunkId, TransferDigest};
 use drift_store::{NameEntry, Version};
 use serde::{Deserialize, Serialize};
 
@@ -217,6 +223,17 @@ pub enum Msg {
         /// The chunk.
         id: ChunkId,
     },
+    /// `PutChunk` from a sender that vouches for `id`: it sealed the bytes
+    /// (or read them back verified) and computed `digest` over them; the
+    /// receiver checks the digest instead of the SHA-1.
+    PutSealed {
+        /// The chunk's SHA-1 id, as the sender computed it.
+        id: ChunkId,
+        /// Total length of the pieces that follow.
+        len: u32,
+        /// BLAKE3 of the pieces, in order.
+        digest: TransferDigest,
+    },
 }
 
 #[cfg(test)]
@@ -283,6 +300,13 @@ mod tests {
                 .prop_map(|ids| Msg::TouchChunks { ids }),
             any::<[u8; 20]>().prop_map(|b| Msg::CheckChunk {
                 id: ChunkId::from_bytes(b)
+            }),
+            (any::<[u8; 20]>(), any::<u32>(), any::<[u8; 8]>()).prop_map(|(id, len, seed)| {
+                Msg::PutSealed {
+                    id: ChunkId::from_bytes(id),
+                    len,
+                    digest: TransferDigest::of(&seed),
+                }
             }),
         ]
     }

@@ -6,7 +6,7 @@ use drift_crypto::MAX_CHUNK_SIZE;
 use drift_p2p::{Connection, Role, Stream};
 use futures_util::stream;
 
-use crate::chunks::{BAD_COPY, failed, recv_chunk, send_pieces};
+use crate::chunks::{BAD_COPY, Check, failed, recv_chunk, send_pieces};
 use crate::node::{Shared, blocking};
 use crate::proto::{FailKind, MAX_IDS_PER_REQUEST, MAX_VERSIONS_PER_MESSAGE, Msg};
 use crate::{DeleteError, GetError, StoreError};
@@ -24,6 +24,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, conn: Connection<Msg>, mut s: St
     let node_only = matches!(
         request,
         Msg::PutChunk { .. }
+            | Msg::PutSealed { .. }
             | Msg::GetChunk { .. }
             | Msg::HasChunks { .. }
             | Msg::PushEntries { .. }
@@ -43,7 +44,10 @@ pub(crate) async fn handle(shared: Arc<Shared>, conn: Connection<Msg>, mut s: St
         return;
     }
     let result = match request {
-        Msg::PutChunk { id, len } => put_chunk(&shared, &mut s, id, len).await,
+        Msg::PutChunk { id, len } => put_chunk(&shared, &mut s, id, len, Check::Id).await,
+        Msg::PutSealed { id, len, digest } => {
+            put_chunk(&shared, &mut s, id, len, Check::Digest(digest)).await
+        }
         Msg::GetChunk { id } => get_chunk(&shared, &mut s, id).await,
         Msg::HasChunks { ids } => {
             if ids.len() > MAX_IDS_PER_REQUEST {
@@ -134,6 +138,7 @@ async fn put_chunk(
     s: &mut Stream<Msg>,
     id: drift_crypto::ChunkId,
     len: u32,
+    check: Check,
 ) -> Result<(), drift_p2p::StreamError> {
     if len as usize > MAX_CHUNK_SIZE {
         return reply(
@@ -142,8 +147,8 @@ async fn put_chunk(
         )
         .await;
     }
-    // The bytes are hashed as they arrive; only `id`'s own bytes are stored.
-    let sealed = match recv_chunk(s, id, len as usize, true).await {
+    // The bytes are hashed as they arrive; only bytes that pass are stored.
+    let sealed = match recv_chunk(s, id, len as usize, check).await {
         Ok(b) => b,
         Err(e) if e == BAD_COPY => return reply(s, failed(FailKind::Corrupt, e)).await,
         Err(e) => return reply(s, failed(FailKind::BadRequest, e)).await,

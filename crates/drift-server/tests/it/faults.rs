@@ -332,7 +332,7 @@ async fn entry_refusing_member(
             };
             tokio::spawn(async move {
                 let answer = match stream.recv().await {
-                    Ok(Some(Msg::PutChunk { .. })) => {
+                    Ok(Some(Msg::PutChunk { .. } | Msg::PutSealed { .. })) => {
                         while let Ok(Some(_)) = stream.recv().await {}
                         Msg::Done
                     }
@@ -430,39 +430,48 @@ async fn a_store_that_outlasts_the_gc_grace_keeps_its_chunks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_chunk_whose_bytes_are_not_its_id_is_refused() {
+async fn a_chunk_whose_bytes_fail_their_check_is_refused() {
     use drift_p2p::{Config, Endpoint, NodeKey, Role};
     let c = Cluster::start(1, |_| {}).await;
     let (member, _events) =
         Endpoint::<Msg>::client(Config::new(&c.secret, NodeKey::generate(), Role::Node));
     let conn = member.connect(c.addrs[0]).await.unwrap();
-    let claimed = drift_crypto::ChunkId::of(b"the bytes the id names");
+    let named = b"the bytes the id and the digest name";
+    let claimed = drift_crypto::ChunkId::of(named);
     let sent = bytes(3, 100_000);
-    let mut s = conn.open().await.unwrap();
-    s.send(&Msg::PutChunk {
-        id: claimed,
-        len: sent.len() as u32,
-    })
-    .await
-    .unwrap();
-    for piece in sent.chunks(drift_server::proto::PIECE_LEN) {
-        s.send(&Msg::Data(bytes::Bytes::copy_from_slice(piece)))
-            .await
-            .unwrap();
+    let len = sent.len() as u32;
+    // A plain put is checked against the id; a sealed put against the
+    // digest its sender computed: both name other bytes here.
+    let requests = [
+        Msg::PutChunk { id: claimed, len },
+        Msg::PutSealed {
+            id: claimed,
+            len,
+            digest: drift_crypto::TransferDigest::of(named),
+        },
+    ];
+    for request in requests {
+        let mut s = conn.open().await.unwrap();
+        s.send(&request).await.unwrap();
+        for piece in sent.chunks(drift_server::proto::PIECE_LEN) {
+            s.send(&Msg::Data(bytes::Bytes::copy_from_slice(piece)))
+                .await
+                .unwrap();
+        }
+        s.finish().await.unwrap();
+        let answer = s.recv().await.unwrap();
+        assert!(
+            matches!(
+                answer,
+                Some(Msg::Failed {
+                    kind: FailKind::Corrupt,
+                    ..
+                })
+            ),
+            "{request:?}: {answer:?}"
+        );
+        assert!(chunk_files(c.dirs[0].path()).is_empty(), "nothing stored");
     }
-    s.finish().await.unwrap();
-    let answer = s.recv().await.unwrap();
-    assert!(
-        matches!(
-            answer,
-            Some(Msg::Failed {
-                kind: FailKind::Corrupt,
-                ..
-            })
-        ),
-        "{answer:?}"
-    );
-    assert!(chunk_files(c.dirs[0].path()).is_empty(), "nothing stored");
     member.shutdown().await;
     c.shutdown().await;
 }

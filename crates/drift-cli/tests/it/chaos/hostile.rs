@@ -62,7 +62,7 @@ async fn serve(liar: Arc<Liar>, mut s: Stream<Msg>) {
         return;
     };
     match request {
-        Msg::PutChunk { id, len } => {
+        Msg::PutChunk { id, len } | Msg::PutSealed { id, len, .. } => {
             // Takes the chunk (and so counts towards the write quorum).
             let mut buf = Vec::new();
             while let Ok(Some(Msg::Data(piece))) = s.recv().await {
