@@ -25,7 +25,10 @@ pub(crate) struct GroupSync {
     /// Any open handle on the file system to flush.
     dir: File,
     state: Mutex<Rounds>,
-    round_done: Condvar,
+    /// Where callers needing round `n` wait: `round_done[n % 2]`. Callers
+    /// only ever need the running round or the next, so ending a round
+    /// wakes exactly its own callers, plus one caller of the next to lead it.
+    round_done: [Condvar; 2],
     /// Set once `syncfs` is refused; from then on each caller fsyncs alone.
     unsupported: AtomicBool,
     /// `syncfs`, or a stand-in in tests.
@@ -47,7 +50,7 @@ impl GroupSync {
         GroupSync {
             dir,
             state: Mutex::new(Rounds::default()),
-            round_done: Condvar::new(),
+            round_done: [Condvar::new(), Condvar::new()],
             unsupported: AtomicBool::new(false),
             flush: syncfs,
         }
@@ -84,18 +87,18 @@ impl GroupSync {
                 if let Err(e) = &result {
                     if is_unsupported(e) {
                         self.unsupported.store(true, Ordering::Relaxed);
-                        self.round_done.notify_all();
+                        self.round_done.iter().for_each(Condvar::notify_all);
                         drop(rounds);
                         return fsync_alone();
                     }
                     rounds.failed = Some((round, e.kind(), e.to_string()));
                 }
-                // Waiters of this round return; one of the next leads.
-                self.round_done.notify_all();
+                // This round's callers return; one of the next's leads it.
+                self.round_done[parity(round)].notify_all();
+                self.round_done[parity(round + 1)].notify_one();
                 continue;
             }
-            rounds = self
-                .round_done
+            rounds = self.round_done[parity(needed)]
                 .wait(rounds)
                 .unwrap_or_else(PoisonError::into_inner);
             if self.unsupported.load(Ordering::Relaxed) {
@@ -116,6 +119,10 @@ impl GroupSync {
         // Only counters live here; a panic elsewhere leaves them consistent.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+fn parity(round: u64) -> usize {
+    (round % 2) as usize
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
