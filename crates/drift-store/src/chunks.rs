@@ -6,14 +6,14 @@
 //!    place (with `RENAME_NOREPLACE`, or a hard link where that is not
 //!    supported).
 //! 2. When `put` returns, the rename is durable.
+//! 3. A crash leaves at worst a `.tmp-*` file, removed by the next `open`.
+//! 4. A file whose bytes no longer hash to its name is never returned; `get`
+//!    moves it to `<data>/quarantine/`.
 //!
 //! "Durable" is a barrier shared by concurrent puts: one `syncfs` of the
 //! store's file system, which covers every write finished before it began,
 //! instead of an fsync per file and per directory (see `group_sync`). Where
 //! `syncfs` is missing, each put fsyncs its file and directory itself.
-//! 3. A crash leaves at worst a `.tmp-*` file, removed by the next `open`.
-//! 4. A file whose bytes no longer hash to its name is never returned; `get`
-//!    moves it to `<data>/quarantine/`.
 
 use std::fs::{self, File};
 use std::io;
