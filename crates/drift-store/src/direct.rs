@@ -55,18 +55,35 @@ fn is_aligned(bytes: &[u8]) -> bool {
 /// Writes `bytes` to the new, empty `file`: its aligned part directly when
 /// it is large and aligned in memory, the rest buffered.
 pub(crate) fn write_new(file: &mut File, bytes: &[u8]) -> io::Result<()> {
+    write_uncached(file, bytes)
+}
+
+/// Writes `bytes` at `file`'s position, bypassing the page cache where it
+/// can: the aligned part of a large buffer that is aligned in memory (see
+/// [`aligned_buffer`]), written at an aligned position, goes to the disk
+/// directly and the tail through the page cache; anything else is written
+/// buffered. For large files written block by block (a chunk, or a fetched
+/// file of any size): on the bench machine, 1 GiB written buffered and
+/// fsynced took 2.9 s, 2.4 of them system time, and 0.9 s directly.
+///
+/// As with any write, call `sync_all` before relying on the bytes.
+pub fn write_uncached(file: &mut File, bytes: &[u8]) -> io::Result<()> {
     if bytes.len() >= UNCACHED_MIN && is_aligned(bytes) {
-        return write_direct(file, bytes);
+        let at = file.stream_position()?;
+        if at.is_multiple_of(ALIGN as u64) {
+            return write_direct(file, at, bytes);
+        }
     }
     file.write_all(bytes)
 }
 
-/// Writes the aligned part of `bytes` with direct I/O and the tail buffered.
-/// If the direct part fails for any reason (an unusual block size, a
-/// misaligned buffer, a file system with its own rules), all of it is written
-/// again, buffered, over whatever went through; only that attempt's error is
-/// reported (a full disk fails both ways).
-fn write_direct(file: &mut File, bytes: &[u8]) -> io::Result<()> {
+/// Writes the aligned part of `bytes` at `at` (the file's position) with
+/// direct I/O and the tail buffered. If the direct part fails for any reason
+/// (an unusual block size, a misaligned buffer, a file system with its own
+/// rules), all of it is written again, buffered, from `at`, over whatever
+/// went through; only that attempt's error is reported (a full disk fails
+/// both ways).
+fn write_direct(file: &mut File, at: u64, bytes: &[u8]) -> io::Result<()> {
     if set_direct(file, true).is_err() {
         return file.write_all(bytes);
     }
@@ -74,7 +91,7 @@ fn write_direct(file: &mut File, bytes: &[u8]) -> io::Result<()> {
     let direct = file.write_all(&bytes[..direct_len]);
     set_direct(file, false)?;
     if direct.is_err() {
-        file.seek(io::SeekFrom::Start(0))?;
+        file.seek(io::SeekFrom::Start(at))?;
         return file.write_all(bytes);
     }
     file.write_all(&bytes[direct_len..])
@@ -222,9 +239,37 @@ mod tests {
         let misaligned = &buf[1..];
         let path = dir.path().join("f");
         let mut f = File::create_new(&path).unwrap();
-        write_direct(&mut f, misaligned).unwrap();
+        write_direct(&mut f, 0, misaligned).unwrap();
         f.sync_all().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), misaligned);
+    }
+
+    /// Block after block, as a fetched file is written: aligned blocks at
+    /// aligned positions go direct, a short block moves the position off the
+    /// alignment and later blocks are written buffered; a refused direct
+    /// write starts again where it began, not at the start of the file.
+    #[test]
+    fn appended_blocks_land_in_order_whatever_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocks = [1 << 20, 1 << 20, UNCACHED_MIN + 7, 1 << 20, 3, 1 << 20];
+        let mut want = Vec::new();
+        let path = dir.path().join("f");
+        let mut f = File::create_new(&path).unwrap();
+        for (i, &len) in blocks.iter().enumerate() {
+            let mut b = aligned_buffer(len);
+            b.extend((0..len).map(|j| (j * 7 + i) as u8));
+            write_uncached(&mut f, &b).unwrap();
+            want.extend_from_slice(&b);
+        }
+        // A misaligned buffer at a non-zero position: the kernel refuses
+        // the direct part, the fallback rewrites from that position.
+        let at = f.stream_position().unwrap();
+        let mut b = aligned_buffer(UNCACHED_MIN + 1);
+        b.extend((0..=UNCACHED_MIN).map(|j| (j % 13) as u8));
+        write_direct(&mut f, at, &b[1..]).unwrap();
+        want.extend_from_slice(&b[1..]);
+        f.sync_all().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), want);
     }
 
     #[test]
