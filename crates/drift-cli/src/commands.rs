@@ -316,15 +316,16 @@ async fn get_to_file(
     let std_file = tmp
         .reopen()
         .with_context(|| format!("cannot write {}", path.display()))?;
-    let mut file =
-        tokio::io::BufWriter::with_capacity(WRITE_BUFFER, tokio::fs::File::from_std(std_file));
-    // `get` flushes the buffer once every byte has arrived.
+    let mut file = crate::fetched::UncachedFile::new(std_file);
+    // `get` flushes the last block once every byte has arrived.
     let size = client.get(name, &mut file, progress).await?;
-    file.get_mut()
-        .sync_all()
+    let file = file
+        .into_file()
+        .ok_or_else(|| anyhow!("cannot write {}: a write did not finish", path.display()))?;
+    tokio::task::spawn_blocking(move || file.sync_all())
         .await
+        .map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?
         .with_context(|| format!("cannot write {}", path.display()))?;
-    drop(file);
     tmp.persist(path)
         .map_err(|e| anyhow!("cannot write {}: {}", path.display(), e.error))?;
     Ok(size)
