@@ -214,17 +214,28 @@ async fn put(
     let (reader, size): (Box<dyn tokio::io::AsyncRead + Unpin + Send>, u64) = if from_stdin {
         (Box::new(tokio::io::stdin()), 0)
     } else {
-        let f = tokio::fs::File::open(file)
-            .await
-            .with_context(|| format!("cannot read {}", file.display()))?;
-        let meta = f
-            .metadata()
-            .await
-            .with_context(|| format!("cannot read {}", file.display()))?;
+        let path = file.to_path_buf();
+        let opened = tokio::task::spawn_blocking(move || {
+            let f = drift_store::UncachedReader::open(&path)?;
+            let meta = f.file().metadata()?;
+            Ok::<_, std::io::Error>((f, meta))
+        })
+        .await
+        .map_err(|e| anyhow!("cannot read {}: {e}", file.display()))?;
+        let (f, meta) = opened.with_context(|| format!("cannot read {}", file.display()))?;
         if meta.is_dir() {
             bail!("cannot read {}: it is a directory", file.display());
         }
-        (Box::new(f), meta.len())
+        if meta.is_file() {
+            let size = meta.len();
+            (Box::new(crate::local_files::UncachedSource::new(f)), size)
+        } else {
+            // A FIFO or a device: read it as a stream.
+            (
+                Box::new(tokio::fs::File::from_std(f.into_file())),
+                meta.len(),
+            )
+        }
     };
     let bar = progress_bar(size);
     let client = Client::connect(node, secret, timeout).await?;
@@ -316,7 +327,7 @@ async fn get_to_file(
     let std_file = tmp
         .reopen()
         .with_context(|| format!("cannot write {}", path.display()))?;
-    let mut file = crate::fetched::UncachedFile::new(std_file);
+    let mut file = crate::local_files::UncachedFile::new(std_file);
     // `get` flushes the last block once every byte has arrived.
     let size = client.get(name, &mut file, progress).await?;
     let file = file

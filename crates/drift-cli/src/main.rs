@@ -4,7 +4,7 @@
 //! or `DRIFT_SECRET`. Exit status is 0 on success; otherwise one line on stderr.
 
 mod commands;
-mod fetched;
+mod local_files;
 mod output;
 
 use std::net::SocketAddr;

@@ -9,7 +9,8 @@
 //!   [`StoreOptions`] sets a byte quota and whether to fsync. Chunks of 64 KiB
 //!   or more bypass the page cache (direct I/O where the file system allows);
 //!   fill chunk bytes into an [`aligned_buffer`] so writes can too
-//!   ([`write_uncached`] does the same for any file written block by block).
+//!   ([`write_uncached`] and [`UncachedReader`] do the same for any file
+//!   written or read block by block).
 //! - [`NameIndex`]: the map from file names to [`NameEntry`]s (last writer wins
 //!   by [`Version`]; deletes are tombstones) in a redb database at
 //!   `<data>/index.redb`, plus a little sealed node state (`get_meta`/`set_meta`).
@@ -60,7 +61,7 @@ mod group_sync;
 mod index;
 
 pub use chunks::{ChunkStore, StoreOptions, StoreUsage};
-pub use direct::{ALIGN, aligned_buffer, write_uncached};
+pub use direct::{ALIGN, UncachedReader, aligned_buffer, write_uncached};
 pub use entry::{NameEntry, Version};
 pub use error::{GetError, IndexError, PutError, StoreError};
 pub use index::NameIndex;
