@@ -35,10 +35,8 @@ pub struct UncachedSource {
     /// The block being consumed, from `taken` on.
     block: BytesMut,
     taken: usize,
-    /// The next block, being read.
+    /// The next block, being read; `None` once the file has ended.
     reading: Option<JoinHandle<io::Result<BytesMut>>>,
-    /// The last block was short: the file ends with it.
-    ended: bool,
 }
 
 impl UncachedSource {
@@ -49,7 +47,6 @@ impl UncachedSource {
             block: BytesMut::new(),
             taken: 0,
             reading: None,
-            ended: false,
         };
         source.start_read(drift_store::aligned_buffer(BLOCK));
         source
@@ -80,11 +77,12 @@ impl AsyncRead for UncachedSource {
             this.reading = None;
             let next = next?;
             this.offset += next.len() as u64;
-            this.ended = next.len() < BLOCK;
+            // A short block is the file's last.
+            let more = next.len() == BLOCK;
             // The consumed block's buffer becomes the one after next.
             let used = std::mem::replace(&mut this.block, next);
             this.taken = 0;
-            if !this.ended {
+            if more {
                 let buf = if used.capacity() >= BLOCK {
                     used
                 } else {

@@ -165,18 +165,22 @@ impl UncachedReader {
 
 /// `pread` that retries when interrupted.
 fn pread(file: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
-    #[cfg(unix)]
-    use std::os::unix::fs::FileExt;
-    #[cfg(windows)]
-    let read_at = |buf: &mut [u8], at| std::os::windows::fs::FileExt::seek_read(file, buf, at);
-    #[cfg(unix)]
-    let read_at = |buf: &mut [u8], at| file.read_at(buf, at);
     loop {
-        match read_at(buf, at) {
+        match read_at(file, buf, at) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             other => return other,
         }
     }
+}
+
+#[cfg(unix)]
+fn read_at(file: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(file, buf, at)
+}
+
+#[cfg(windows)]
+fn read_at(file: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_read(file, buf, at)
 }
 
 #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
