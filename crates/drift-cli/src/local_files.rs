@@ -7,17 +7,16 @@
 //! cache 2.8 s, 1.8 s of it system time. [`UncachedFile`] gathers fetched
 //! bytes into aligned 1 MiB blocks and writes each with
 //! [`drift_store::write_uncached`]; [`UncachedSource`] reads a file in 1 MiB
-//! blocks with [`drift_store::UncachedReader`] (what the page cache holds
-//! from memory, the rest straight from the disk). Both do their I/O on the
-//! blocking pool, one block ahead of (or behind) the network.
+//! blocks straight from the disk with [`drift_store::UncachedReader`]. Both
+//! do their I/O on the blocking pool, one block ahead of (or behind) the
+//! network.
 
 use std::fs::File;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
-
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
 use bytes::BytesMut;
 use drift_store::UncachedReader;
