@@ -220,7 +220,7 @@ impl ChunkStore {
             Err(e) => return Err(no_space(e, "create temp file in")),
         };
         // On any error below, dropping `temp` deletes the temp file.
-        direct::write_new(temp.as_file_mut(), sealed)
+        direct::write_uncached(temp.as_file_mut(), sealed)
             .map_err(|e| no_space(e, "write temp file in"))?;
         if self.opts.fsync {
             // The shared barrier also covers directories created above; alone,

@@ -52,12 +52,6 @@ fn is_aligned(bytes: &[u8]) -> bool {
     (bytes.as_ptr() as usize).is_multiple_of(ALIGN)
 }
 
-/// Writes `bytes` to the new, empty `file`: its aligned part directly when
-/// it is large and aligned in memory, the rest buffered.
-pub(crate) fn write_new(file: &mut File, bytes: &[u8]) -> io::Result<()> {
-    write_uncached(file, bytes)
-}
-
 /// Writes `bytes` at `file`'s position, bypassing the page cache where it
 /// can: the aligned part of a large buffer that is aligned in memory (see
 /// [`aligned_buffer`]), written at an aligned position, goes to the disk
@@ -319,7 +313,7 @@ mod tests {
             for (k, bytes) in [&aligned[..], unaligned].into_iter().enumerate() {
                 let path = dir.path().join(format!("{len}-{k}"));
                 let mut f = File::create_new(&path).unwrap();
-                write_new(&mut f, bytes).unwrap();
+                write_uncached(&mut f, bytes).unwrap();
                 f.sync_all().unwrap();
                 drop(f);
                 assert_eq!(std::fs::read(&path).unwrap(), data, "write {len} ({k})");
