@@ -203,31 +203,33 @@ impl NameIndex {
         self.group.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Commits `batch` in one transaction; if that fails, each caller's
-    /// entries alone, so errors land on the caller that caused them.
+    /// [`NameIndex::apply`] for several callers' lists at once, from one
+    /// thread: one transaction (one fsync) for all of them, durable on
+    /// return. If it fails, each list is applied alone, so an error lands on
+    /// the list that caused it. Returns one result per list, in order.
+    pub fn apply_lists(&self, lists: &[&[NameEntry]]) -> Vec<Result<Vec<bool>, IndexError>> {
+        if lists.len() > 1
+            && let Ok(applied) = self.apply_txn(lists)
+        {
+            return applied.into_iter().map(Ok).collect();
+        }
+        lists
+            .iter()
+            .map(|entries| {
+                self.apply_txn(&[entries])
+                    .map(|mut v| v.pop().unwrap_or_default())
+            })
+            .collect()
+    }
+
+    /// Commits a group of callers' entries (see [`NameIndex::apply_lists`]).
     fn commit_group(
         &self,
         batch: &[(u64, Vec<NameEntry>)],
     ) -> Vec<(u64, Result<Vec<bool>, IndexError>)> {
-        if batch.len() > 1 {
-            let lists: Vec<&[NameEntry]> = batch.iter().map(|(_, e)| &e[..]).collect();
-            if let Ok(applied) = self.apply_txn(&lists) {
-                return batch
-                    .iter()
-                    .map(|(t, _)| *t)
-                    .zip(applied.into_iter().map(Ok))
-                    .collect();
-            }
-        }
-        batch
-            .iter()
-            .map(|(t, entries)| {
-                let r = self
-                    .apply_txn(&[&entries[..]])
-                    .map(|mut v| v.pop().unwrap_or_default());
-                (*t, r)
-            })
-            .collect()
+        let lists: Vec<&[NameEntry]> = batch.iter().map(|(_, e)| &e[..]).collect();
+        let tickets = batch.iter().map(|(t, _)| *t);
+        tickets.zip(self.apply_lists(&lists)).collect()
     }
 
     /// Applies several callers' entries, in order, in one transaction.
@@ -366,6 +368,30 @@ mod tests {
             size: time,
             content: vec![time as u8],
         }
+    }
+
+    /// Several callers' lists in one call: applied in order, each list's
+    /// result its own, all durable.
+    #[test]
+    fn lists_applied_together_keep_their_order_and_their_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = drift_crypto::ClusterSecret::from_bytes([5; 32]).keys();
+        let index = NameIndex::open(dir.path(), &keys).unwrap();
+        let first = [entry("a", 5), entry("b", 5)];
+        let newer_a = [entry("a", 6)];
+        let older_b = [entry("b", 4), entry("c", 1)];
+        let results = index.apply_lists(&[&first, &newer_a, &older_b]);
+        let results: Vec<Vec<bool>> = results.into_iter().map(Result::unwrap).collect();
+        assert_eq!(results, [vec![true, true], vec![true], vec![false, true]]);
+        // Nothing newer: nothing applied, nothing failed.
+        assert_eq!(
+            index.apply_lists(&[&newer_a]).pop().unwrap().unwrap(),
+            [false]
+        );
+        drop(index);
+        let index = NameIndex::open(dir.path(), &keys).unwrap();
+        let version = |n: &str| index.get(n).unwrap().unwrap().version.time;
+        assert_eq!((version("a"), version("b"), version("c")), (6, 5, 1));
     }
 
     #[test]
