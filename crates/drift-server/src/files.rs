@@ -223,9 +223,9 @@ async fn build_manifest(
 /// Writes an entry locally and pushes it to every connected peer (best
 /// effort; anti-entropy delivers it to the rest).
 pub(crate) async fn publish(shared: &Arc<Shared>, entry: NameEntry) -> Result<(), PublishError> {
-    let index = shared.index.clone();
-    let local = entry.clone();
-    blocking(move || index.apply(std::slice::from_ref(&local)))
+    shared
+        .index_writer
+        .run(vec![entry.clone()])
         .await
         .map_err(PublishError::Local)?
         .map_err(|e| PublishError::Local(e.to_string()))?;

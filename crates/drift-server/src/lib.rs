@@ -37,6 +37,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod batch;
 mod chunks;
 pub mod client;
 mod clock;

@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use drift_crypto::{ChunkId, Keys};
 use drift_p2p::{Config as P2pConfig, Endpoint, NodeKey, PeerId, Role};
-use drift_store::{ChunkStore, NameIndex, StoreOptions};
+use drift_store::{ChunkStore, IndexError, NameEntry, NameIndex, StoreOptions};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::batch::Batcher;
 use crate::clock::Clock;
 use crate::config::NodeConfig;
 use crate::error::StartError;
@@ -23,6 +24,9 @@ use crate::{DeleteError, GetError, StoreError, members, sync};
 
 const META_NODE_KEY: &str = "node_key";
 
+/// Entry lists committed in one index transaction, at most.
+const MAX_INDEX_BATCH: usize = 256;
+
 /// State shared by the node's tasks. Locks are std mutexes, never held across an await.
 pub(crate) struct Shared {
     pub config: NodeConfig,
@@ -30,6 +34,8 @@ pub(crate) struct Shared {
     pub me: PeerId,
     pub chunks: Arc<ChunkStore>,
     pub index: Arc<NameIndex>,
+    /// Applies entry lists to `index`, many at a time (see `batch`).
+    pub index_writer: Batcher<Vec<NameEntry>, Result<Vec<bool>, IndexError>>,
     pub endpoint: Endpoint<Msg>,
     pub members: Mutex<Members>,
     pub clock: Mutex<Clock>,
@@ -196,11 +202,14 @@ impl Node {
         for addr in &config.bootstrap {
             table.add_bootstrap(*addr);
         }
+        let index = Arc::new(index);
+        let (index_writer, index_worker) = Batcher::new(MAX_INDEX_BATCH);
         let shared = Arc::new(Shared {
             keys,
             me,
             chunks: Arc::new(chunks),
-            index: Arc::new(index),
+            index_writer,
+            index: index.clone(),
             endpoint,
             members: Mutex::new(table),
             clock: Mutex::new(Clock::new(node_bits, last_version)),
@@ -215,6 +224,12 @@ impl Node {
             config,
         });
         let mut tasks = JoinSet::new();
+        tasks.spawn_blocking(move || {
+            index_worker.serve(|lists| {
+                let lists: Vec<&[NameEntry]> = lists.iter().map(Vec::as_slice).collect();
+                index.apply_lists(&lists)
+            })
+        });
         tasks.spawn(members::run_events(shared.clone(), events));
         tasks.spawn(members::run_dialer(shared.clone()));
         tasks.spawn(sync::run_anti_entropy(shared.clone()));
@@ -293,6 +308,8 @@ impl Node {
     pub async fn shutdown(&self) {
         self.shared.cancel.cancel();
         self.shared.endpoint.shutdown().await;
+        // The index worker commits what is queued, then returns.
+        self.shared.index_writer.close();
         let mut tasks = self.tasks.lock().await;
         let drain = async { while tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(Duration::from_secs(5), drain)

@@ -38,8 +38,9 @@ pub(crate) async fn apply_entries(
             clock.observe(e.version);
         }
     }
-    let index = shared.index.clone();
-    let applied = blocking(move || index.apply(&entries))
+    let applied = shared
+        .index_writer
+        .run(entries)
         .await?
         .map_err(|e| e.to_string())?;
     let n = applied.iter().filter(|a| **a).count();
