@@ -176,6 +176,89 @@ impl ChunkStore {
     /// so a caller that broke this rule would see its chunk quarantined as
     /// corrupt, never wrong bytes. Bytes from a peer go through `put`.
     pub fn put_id_checked(&self, id: &ChunkId, sealed: &[u8]) -> Result<bool, PutError> {
+        let mut results = self.put_many_id_checked(&[(*id, sealed)]);
+        results.pop().unwrap_or(Ok(false))
+    }
+
+    /// [`ChunkStore::put_id_checked`] for several chunks at once, from one
+    /// thread: every temp file is written, one durability barrier covers
+    /// them all, every rename follows, and one more barrier covers the
+    /// renames. A put costs two barriers however many share them. Returns
+    /// one result per chunk, in order; the same id twice is stored once.
+    pub fn put_many_id_checked(&self, chunks: &[(ChunkId, &[u8])]) -> Vec<Result<bool, PutError>> {
+        let mut results: Vec<Result<bool, PutError>> = Vec::with_capacity(chunks.len());
+        let mut staged: Vec<(usize, Staged<'_>)> = Vec::new();
+        for (i, (id, sealed)) in chunks.iter().enumerate() {
+            match self.stage(id, sealed) {
+                Ok(Some(s)) => {
+                    staged.push((i, s));
+                    results.push(Ok(false));
+                }
+                Ok(None) => results.push(Ok(false)),
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        if self.opts.fsync && !staged.is_empty() {
+            // The shared barrier also covers directories created while
+            // staging; alone, their entries need an fsync of the directories
+            // holding them.
+            let durable = self.sync.barrier(|| {
+                for (_, s) in &staged {
+                    if s.new_dirs {
+                        let mid = s.dir.parent().unwrap_or(&self.chunks);
+                        fanout::sync_dir(mid)?;
+                        fanout::sync_dir(&self.chunks)?;
+                    }
+                    s.temp.as_file().sync_all()?;
+                }
+                Ok(())
+            });
+            if let Err(e) = durable {
+                for (i, s) in staged {
+                    results[i] = Err(s.no_space(clone_io(&e), "fsync temp file in"));
+                }
+                return results;
+            }
+        }
+        let mut created: Vec<(usize, PathBuf)> = Vec::new();
+        for (i, s) in staged {
+            if self.opts.fsync {
+                drop_from_cache(s.temp.as_file(), s.len as usize);
+            }
+            match s.temp.persist_noclobber(&s.path) {
+                Ok(_) => {
+                    let mut c = self.counters();
+                    c.usage.chunks += 1;
+                    c.usage.bytes += s.len;
+                    drop(c);
+                    created.push((i, s.dir.clone()));
+                    results[i] = Ok(true);
+                }
+                // Another `put` of the same chunk won the race: same bytes.
+                Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => results[i] = Err(no_space(&s.id, &s.dir, e.error, "rename temp file in")),
+            }
+            // `s.reservation` is released here: created chunks now count as usage.
+        }
+        if self.opts.fsync && !created.is_empty() {
+            let durable = self.sync.barrier(|| {
+                for (_, dir) in &created {
+                    fanout::sync_dir(dir)?;
+                }
+                Ok(())
+            });
+            if let Err(e) = durable {
+                for (i, dir) in created {
+                    results[i] = Err(StoreError::io("fsync directory", &dir, clone_io(&e)).into());
+                }
+            }
+        }
+        results
+    }
+
+    /// Writes one chunk's bytes to a temp file beside its final path, or
+    /// returns `None` if the chunk is already stored.
+    fn stage(&self, id: &ChunkId, sealed: &[u8]) -> Result<Option<Staged<'_>>, PutError> {
         if sealed.len() > MAX_CHUNK_SIZE {
             return Err(PutError::TooLarge {
                 id: *id,
@@ -186,28 +269,17 @@ impl ChunkStore {
         let len = sealed.len() as u64;
         let path = fanout::chunk_path(&self.chunks, id);
         match fs::symlink_metadata(&path) {
-            Ok(meta) if meta.is_file() && meta.len() == len => return Ok(false),
+            Ok(meta) if meta.is_file() && meta.len() == len => return Ok(None),
             // Something else holds the chunk's name: a damaged file. The good
             // bytes are in hand, so set the bad ones aside and write them.
             Ok(meta) => self.quarantine(&path, id, meta.len()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(StoreError::io("read", &path, e).into()),
         }
-
-        let _reservation = self.reserve(id, len)?;
+        let reservation = self.reserve(id, len)?;
         let dir = fanout::fan_dir(&self.chunks, id);
-        let no_space = |e: io::Error, action| -> PutError {
-            if is_no_space(&e) {
-                PutError::NoSpace {
-                    id: *id,
-                    dir: dir.clone(),
-                    reason: "the file system is full; free space or add a disk".into(),
-                }
-            } else {
-                StoreError::io(action, &dir, e).into()
-            }
-        };
         let mut new_dirs = false;
+        let no_space = |e: io::Error, action| no_space(id, &dir, e, action);
         let mut temp = match self.temp_file(&dir) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -219,41 +291,18 @@ impl ChunkStore {
             }
             Err(e) => return Err(no_space(e, "create temp file in")),
         };
-        // On any error below, dropping `temp` deletes the temp file.
+        // On any error from here on, dropping `temp` deletes the temp file.
         direct::write_uncached(temp.as_file_mut(), sealed)
             .map_err(|e| no_space(e, "write temp file in"))?;
-        if self.opts.fsync {
-            // The shared barrier also covers directories created above; alone,
-            // their entries need an fsync of the directories holding them.
-            self.sync
-                .barrier(|| {
-                    if new_dirs {
-                        let mid = dir.parent().unwrap_or(&self.chunks);
-                        fanout::sync_dir(mid)?;
-                        fanout::sync_dir(&self.chunks)?;
-                    }
-                    temp.as_file().sync_all()
-                })
-                .map_err(|e| no_space(e, "fsync temp file in"))?;
-            drop_from_cache(temp.as_file(), sealed.len());
-        }
-        let created = match temp.persist_noclobber(&path) {
-            Ok(_) => true,
-            // Another `put` of the same chunk won the race: same bytes.
-            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => false,
-            Err(e) => return Err(no_space(e.error, "rename temp file in")),
-        };
-        if created {
-            let mut c = self.counters();
-            c.usage.chunks += 1;
-            c.usage.bytes += len;
-        }
-        if created && self.opts.fsync {
-            self.sync
-                .barrier(|| fanout::sync_dir(&dir))
-                .map_err(|e| StoreError::io("fsync directory", &dir, e))?;
-        }
-        Ok(created)
+        Ok(Some(Staged {
+            id: *id,
+            len,
+            path,
+            dir,
+            new_dirs,
+            temp,
+            _reservation: reservation,
+        }))
     }
 
     /// Reads a chunk and checks its SHA-1. A file whose bytes do not match is
@@ -423,6 +472,45 @@ impl ChunkStore {
     }
 }
 
+/// A chunk written to its temp file, waiting for its barrier and rename.
+struct Staged<'a> {
+    id: ChunkId,
+    len: u64,
+    path: PathBuf,
+    dir: PathBuf,
+    /// Whether staging created fan-out directories.
+    new_dirs: bool,
+    temp: tempfile::NamedTempFile,
+    _reservation: Reservation<'a>,
+}
+
+impl Staged<'_> {
+    fn no_space(&self, e: io::Error, action: &'static str) -> PutError {
+        no_space(&self.id, &self.dir, e, action)
+    }
+}
+
+/// A full disk as [`PutError::NoSpace`]; any other error as it is.
+fn no_space(id: &ChunkId, dir: &Path, e: io::Error, action: &'static str) -> PutError {
+    if is_no_space(&e) {
+        PutError::NoSpace {
+            id: *id,
+            dir: dir.to_path_buf(),
+            reason: "the file system is full; free space or add a disk".into(),
+        }
+    } else {
+        StoreError::io(action, dir, e).into()
+    }
+}
+
+/// One barrier's error for each chunk it covered.
+fn clone_io(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
 /// Creates one directory; fine if it exists.
 fn create_dir(dir: &Path) -> io::Result<()> {
     match fs::create_dir(dir) {
@@ -472,6 +560,59 @@ mod tests {
         drop(r);
         assert!(store.reserve(&id, 100).is_ok());
         assert!(store.reserve(&id, 101).is_err());
+    }
+
+    /// A batch: new chunks are created, a chunk twice in the batch or
+    /// already stored is not created again, an oversized one fails alone;
+    /// with shared barriers and with each put's own fsyncs.
+    #[test]
+    fn a_batch_of_puts_stores_each_chunk_once() {
+        for own_fsyncs in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = ChunkStore::open(dir.path()).unwrap();
+            if own_fsyncs {
+                store.sync.fall_back_to_fsync();
+            }
+            let old = vec![9u8; 3000];
+            assert!(store.put(&ChunkId::of(&old), &old).unwrap());
+            let (a, b) = (vec![1u8; 5000], vec![2u8; 70_000]);
+            let huge = vec![3u8; MAX_CHUNK_SIZE + 1];
+            let batch = [
+                (ChunkId::of(&a), &a[..]),
+                (ChunkId::of(&old), &old[..]),
+                (ChunkId::of(&b), &b[..]),
+                (ChunkId::of(&huge), &huge[..]),
+                (ChunkId::of(&a), &a[..]),
+            ];
+            let results = store.put_many_id_checked(&batch);
+            let created: Vec<Option<bool>> =
+                results.iter().map(|r| r.as_ref().ok().copied()).collect();
+            assert_eq!(
+                created,
+                [Some(true), Some(false), Some(true), None, Some(false)]
+            );
+            assert!(matches!(results[3], Err(PutError::TooLarge { .. })));
+            for c in [&a, &b, &old] {
+                assert_eq!(&store.get(&ChunkId::of(c)).unwrap()[..], &c[..]);
+            }
+            let usage = store.usage().unwrap();
+            assert_eq!((usage.chunks, usage.bytes), (3, 78_000));
+            // No temp file is left behind.
+            let mut files = 0;
+            let mut dirs = vec![store.chunks.clone()];
+            while let Some(d) = dirs.pop() {
+                for e in fs::read_dir(d).unwrap() {
+                    let e = e.unwrap();
+                    if e.file_type().unwrap().is_dir() {
+                        dirs.push(e.path());
+                    } else {
+                        assert!(!e.file_name().to_string_lossy().starts_with(TEMP_PREFIX));
+                        files += 1;
+                    }
+                }
+            }
+            assert_eq!(files, 3);
+        }
     }
 
     #[test]
