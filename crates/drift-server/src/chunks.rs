@@ -92,9 +92,8 @@ async fn try_put(
     digest: Option<TransferDigest>,
 ) -> Put {
     if node == shared.me {
-        let store = shared.chunks.clone();
         // These bytes were sealed moments ago, so their id is already known good.
-        return match blocking(move || store.put_id_checked(&id, &sealed)).await {
+        return match store_local(shared, id, sealed).await {
             Ok(Ok(_)) => {
                 shared.touch(&[id]);
                 Put::Stored
@@ -126,6 +125,25 @@ async fn try_put(
             Put::Failed
         }
     }
+}
+
+/// Chunks up to this size are written by the node's chunk writer, many
+/// to a barrier; larger ones go to the blocking pool one by one, where
+/// their direct writes run in parallel.
+const BATCHED_MAX: usize = 64 * 1024;
+
+/// Writes an authenticated sealed chunk (its id computed from these bytes,
+/// or its digest checked) to this node's store.
+pub(crate) async fn store_local(
+    shared: &Arc<Shared>,
+    id: ChunkId,
+    sealed: Bytes,
+) -> Result<Result<bool, drift_store::PutError>, String> {
+    if sealed.len() <= BATCHED_MAX {
+        return shared.chunk_writer.run((id, sealed)).await;
+    }
+    let store = shared.chunks.clone();
+    blocking(move || store.put_id_checked(&id, &sealed)).await
 }
 
 async fn put_remote(

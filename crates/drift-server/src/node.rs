@@ -5,9 +5,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use drift_crypto::{ChunkId, Keys};
 use drift_p2p::{Config as P2pConfig, Endpoint, NodeKey, PeerId, Role};
-use drift_store::{ChunkStore, IndexError, NameEntry, NameIndex, StoreOptions};
+use drift_store::{ChunkStore, IndexError, NameEntry, NameIndex, PutError, StoreOptions};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -27,12 +28,17 @@ const META_NODE_KEY: &str = "node_key";
 /// Entry lists committed in one index transaction, at most.
 const MAX_INDEX_BATCH: usize = 256;
 
+/// Small chunks sharing one pair of durability barriers, at most.
+const MAX_CHUNK_BATCH: usize = 256;
+
 /// State shared by the node's tasks. Locks are std mutexes, never held across an await.
 pub(crate) struct Shared {
     pub config: NodeConfig,
     pub keys: Keys,
     pub me: PeerId,
     pub chunks: Arc<ChunkStore>,
+    /// Writes small chunks to `chunks`, many at a time (see `batch`).
+    pub chunk_writer: Batcher<(ChunkId, Bytes), Result<bool, PutError>>,
     pub index: Arc<NameIndex>,
     /// Applies entry lists to `index`, many at a time (see `batch`).
     pub index_writer: Batcher<Vec<NameEntry>, Result<Vec<bool>, IndexError>>,
@@ -204,10 +210,13 @@ impl Node {
         }
         let index = Arc::new(index);
         let (index_writer, index_worker) = Batcher::new(MAX_INDEX_BATCH);
+        let (chunk_writer, chunk_worker) = Batcher::new(MAX_CHUNK_BATCH);
+        let chunks = Arc::new(chunks);
         let shared = Arc::new(Shared {
             keys,
             me,
-            chunks: Arc::new(chunks),
+            chunks: chunks.clone(),
+            chunk_writer,
             index_writer,
             index: index.clone(),
             endpoint,
@@ -224,6 +233,13 @@ impl Node {
             config,
         });
         let mut tasks = JoinSet::new();
+        tasks.spawn_blocking(move || {
+            chunk_worker.serve(|jobs| {
+                let jobs: Vec<(ChunkId, &[u8])> =
+                    jobs.iter().map(|(id, bytes)| (*id, &bytes[..])).collect();
+                chunks.put_many_id_checked(&jobs)
+            })
+        });
         tasks.spawn_blocking(move || {
             index_worker.serve(|lists| {
                 let lists: Vec<&[NameEntry]> = lists.iter().map(Vec::as_slice).collect();
@@ -308,7 +324,8 @@ impl Node {
     pub async fn shutdown(&self) {
         self.shared.cancel.cancel();
         self.shared.endpoint.shutdown().await;
-        // The index worker commits what is queued, then returns.
+        // The writers finish what is queued, then return.
+        self.shared.chunk_writer.close();
         self.shared.index_writer.close();
         let mut tasks = self.tasks.lock().await;
         let drain = async { while tasks.join_next().await.is_some() {} };

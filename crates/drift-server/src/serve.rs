@@ -153,8 +153,7 @@ async fn put_chunk(
         Err(e) if e == BAD_COPY => return reply(s, failed(FailKind::Corrupt, e)).await,
         Err(e) => return reply(s, failed(FailKind::BadRequest, e)).await,
     };
-    let store = shared.chunks.clone();
-    let answer = match blocking(move || store.put_id_checked(&id, &sealed)).await {
+    let answer = match crate::chunks::store_local(shared, id, sealed).await {
         Ok(Ok(_)) => {
             shared.touch(&[id]);
             Msg::Done
