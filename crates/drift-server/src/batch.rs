@@ -1,17 +1,22 @@
 //! Storage writes from many tasks, done in batches by one blocking worker.
 //!
+//! The node has two: name-index entry lists, committed in one transaction
+//! per batch, and chunks up to 64 KiB, written with one pair of durability
+//! barriers per batch (`ChunkStore::put_many_id_checked`).
+//!
 //! Why: every hand-off to the blocking pool wakes a thread and wakes the
-//! runtime again when it is done, and concurrent index commits then wait on
-//! each other's group commit. On the bench machine (a VM where a cross-CPU
-//! wakeup costs ~15 us of CPU) perf counted ~14 context switches per small
-//! put on each node, a fifth of them around index commits. One worker that
-//! takes every write queued while it was busy and commits them together
-//! needs one wakeup per batch, and the runtime threads, busy anyway under
-//! load, pick the replies up as they pass.
-//! `cargo xtask bench --only small` (4 KiB puts, 16 clients, 3 nodes), the
-//! median of three 4 s runs, in three bench runs each way: 1535, 1511 and
-//! 1536 puts/s with each entry list applied on the blocking pool, 1818, 1840
-//! and 1776 with the index writer.
+//! runtime again when it is done, and concurrent commits then wait on each
+//! other's group commit or barrier. On the bench machine (a VM where a
+//! cross-CPU wakeup costs ~15 us of CPU) perf counted ~14 context switches
+//! per small put on each node, a fifth of them around index commits. One
+//! worker that takes every write queued while it was busy and does them
+//! together needs one wakeup per batch, and the runtime threads, busy anyway
+//! under load, pick the replies up as they pass.
+//!
+//! `cargo xtask bench --only small` (4 KiB puts, 16 clients, 3 nodes; each
+//! figure one bench run's median of three 4 s runs): 1535, 1511 and 1536
+//! puts/s with every write on the blocking pool; 1818, 1840 and 1776
+//! with the index writer; 2051 and 1920 with the chunk writer too.
 
 use std::sync::mpsc;
 use std::sync::{Mutex, PoisonError};
