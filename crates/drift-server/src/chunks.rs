@@ -328,8 +328,7 @@ async fn fetch_failed(conn: &Connection<Msg>, id: ChunkId, error: &str) -> bool 
 /// Writes a fetched copy of a chunk this node should hold (read repair).
 /// `sealed` must be authenticated already (its id or its key checked).
 async fn keep_copy(shared: &Arc<Shared>, id: ChunkId, sealed: Bytes) {
-    let store = shared.chunks.clone();
-    if let Ok(Err(e)) = blocking(move || store.put_id_checked(&id, &sealed)).await {
+    if let Ok(Err(e)) = store_local(shared, id, sealed).await {
         tracing::warn!(chunk = %id, "read repair failed: {e}");
     }
 }

@@ -238,7 +238,7 @@ impl ChunkStore {
                 Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => results[i] = Err(no_space(&s.id, &s.dir, e.error, "rename temp file in")),
             }
-            // `s.reservation` is released here: created chunks now count as usage.
+            // The reservation drops with `s` here: a created chunk counts as usage now.
         }
         if self.opts.fsync && !created.is_empty() {
             let durable = self.sync.barrier(|| {
