@@ -184,7 +184,10 @@ impl ChunkStore {
     /// thread: every temp file is written, one durability barrier covers
     /// them all, every rename follows, and one more barrier covers the
     /// renames. A put costs two barriers however many share them. Returns
-    /// one result per chunk, in order; the same id twice is stored once.
+    /// one result per chunk, in order; the same id twice is stored once. An
+    /// error of one chunk (too large, a full disk) fails that chunk alone; a
+    /// failed barrier fails every chunk it covered (where `syncfs` is
+    /// missing, the barrier is every staged file's own fsync, in turn).
     pub fn put_many_id_checked(&self, chunks: &[(ChunkId, &[u8])]) -> Vec<Result<bool, PutError>> {
         let mut results: Vec<Result<bool, PutError>> = Vec::with_capacity(chunks.len());
         let mut staged: Vec<(usize, Staged<'_>)> = Vec::new();
@@ -215,7 +218,7 @@ impl ChunkStore {
             });
             if let Err(e) = durable {
                 for (i, s) in staged {
-                    results[i] = Err(s.no_space(clone_io(&e), "fsync temp file in"));
+                    results[i] = Err(no_space(&s.id, &s.dir, clone_io(&e), "fsync temp file in"));
                 }
                 return results;
             }
@@ -482,12 +485,6 @@ struct Staged<'a> {
     new_dirs: bool,
     temp: tempfile::NamedTempFile,
     _reservation: Reservation<'a>,
-}
-
-impl Staged<'_> {
-    fn no_space(&self, e: io::Error, action: &'static str) -> PutError {
-        no_space(&self.id, &self.dir, e, action)
-    }
 }
 
 /// A full disk as [`PutError::NoSpace`]; any other error as it is.
