@@ -10,6 +10,7 @@ use drift_crypto::ClusterSecret;
 use drift_server::client::Client;
 use drift_server::{Node, NodeConfig};
 
+use crate::local_files::BlockWriter;
 use crate::output;
 use crate::{Cli, Command};
 
@@ -273,14 +274,13 @@ async fn get(
         }
     };
     let result = match output {
-        None => client
-            .get(
-                name,
-                tokio::io::BufWriter::with_capacity(WRITE_BUFFER, tokio::io::stdout()),
-                &mut on_progress,
-            )
-            .await
-            .map_err(anyhow::Error::from),
+        None => match stdout_file() {
+            Ok(stdout) => client
+                .get(name, BlockWriter::plain(stdout), &mut on_progress)
+                .await
+                .map_err(anyhow::Error::from),
+            Err(e) => Err(anyhow!("cannot write to stdout: {e}")),
+        },
         Some(path) => get_to_file(&client, name, &path, &mut on_progress).await,
     };
     if let Some(Some(b)) = bar {
@@ -290,9 +290,12 @@ async fn get(
     result.map(|_| ())
 }
 
-/// What `get` gathers before each write: tokio writes files and stdout on its
-/// blocking pool, and one hand-off per 60 KiB piece dominated a get's CPU.
-const WRITE_BUFFER: usize = 1 << 20;
+/// Stdout as a file of its own (a duplicate descriptor), so a get writes
+/// blocks to it without std's line buffering or tokio's extra copy.
+fn stdout_file() -> std::io::Result<std::fs::File> {
+    use std::os::fd::AsFd;
+    Ok(std::io::stdout().as_fd().try_clone_to_owned()?.into())
+}
 
 /// Writes into a temporary file beside `path` and renames it into place only
 /// when every byte has arrived and been verified, so a failed get leaves no
@@ -306,13 +309,13 @@ async fn get_to_file(
     progress: &mut impl FnMut(u64, u64),
 ) -> Result<u64> {
     if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
-        let special = tokio::fs::OpenOptions::new()
+        let special = std::fs::OpenOptions::new()
             .write(true)
             .open(path)
-            .await
             .with_context(|| format!("cannot write {}", path.display()))?;
-        let mut out = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, special);
-        return Ok(client.get(name, &mut out, progress).await?);
+        return Ok(client
+            .get(name, BlockWriter::plain(special), progress)
+            .await?);
     }
     let resolved = std::fs::canonicalize(path).ok();
     let path = resolved.as_deref().unwrap_or(path);
@@ -327,7 +330,7 @@ async fn get_to_file(
     let std_file = tmp
         .reopen()
         .with_context(|| format!("cannot write {}", path.display()))?;
-    let mut file = crate::local_files::UncachedFile::new(std_file);
+    let mut file = BlockWriter::uncached(std_file);
     // `get` flushes the last block once every byte has arrived.
     let size = client.get(name, &mut file, progress).await?;
     let file = file

@@ -1,10 +1,11 @@
 //! Reading the file `drift put` stores and writing the one `drift get -o`
-//! fetches without passing them through the page cache.
+//! fetches without passing them through the page cache, and writing what
+//! `drift get` sends to stdout with one copy per byte.
 //!
 //! Large files spent most of their time on fresh page-cache pages: on the
 //! bench machine (a VM whose host reclaims free pages) a 1 GiB `get -o` took
 //! 3.3 s, ~2 s of it system time, and a `put` of a 1 GiB file not in the
-//! cache 2.8 s, 1.8 s of it system time. [`UncachedFile`] gathers fetched
+//! cache 2.8 s, 1.8 s of it system time. [`BlockWriter::uncached`] gathers fetched
 //! bytes into aligned 1 MiB blocks and writes each with
 //! [`drift_store::write_uncached`]; [`UncachedSource`] reads a file in 1 MiB
 //! blocks straight from the disk with [`drift_store::UncachedReader`]. Both
@@ -13,7 +14,7 @@
 
 use std::fs::File;
 use std::future::Future;
-use std::io;
+use std::io::{self, Write as _};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -100,13 +101,22 @@ impl AsyncRead for UncachedSource {
 /// A block written on the blocking pool hands back the file and the buffer.
 type Written = (File, BytesMut, io::Result<()>);
 
-/// An [`AsyncWrite`] onto a new file, written block by block with direct I/O
-/// where the file system allows (see the module docs). Call `flush` (or
-/// `shutdown`) before [`UncachedFile::into_file`].
-pub struct UncachedFile {
+/// An [`AsyncWrite`] onto a file, written block by block on the blocking pool
+/// while the next block fills. Call `flush` (or `shutdown`) before
+/// [`BlockWriter::into_file`].
+///
+/// Each byte is copied once, into the block; a `BufWriter` over tokio's
+/// stdout copied it twice (and std's line buffering scanned it for
+/// newlines). A 1 GiB `drift get NAME` into a pipe, 5 runs each of the old
+/// and new client, alternating: 0.98–1.07 s before, 0.89–0.97 s after, with
+/// the client's user time down from 0.28–0.32 s to 0.22–0.27 s.
+pub struct BlockWriter {
     /// `None` while a block is being written (the task holds it), and for
     /// good once a block failed.
     file: Option<File>,
+    /// Whether blocks go to the disk directly (a new regular file), or
+    /// through plain writes (stdout, a pipe, a device).
+    uncached: bool,
     /// The block being filled.
     filling: BytesMut,
     /// A written block's buffer, for the next one.
@@ -114,11 +124,23 @@ pub struct UncachedFile {
     writing: Option<JoinHandle<Written>>,
 }
 
-impl UncachedFile {
-    /// Writes into `file` from its current position (the start of a new file).
-    pub fn new(file: File) -> UncachedFile {
-        UncachedFile {
+impl BlockWriter {
+    /// Writes into a new regular file from its start, with direct I/O where
+    /// the file system allows (see the module docs).
+    pub fn uncached(file: File) -> BlockWriter {
+        BlockWriter::new(file, true)
+    }
+
+    /// Writes into anything `write(2)` takes (stdout, a pipe, a device) from
+    /// wherever it is.
+    pub fn plain(file: File) -> BlockWriter {
+        BlockWriter::new(file, false)
+    }
+
+    fn new(file: File, uncached: bool) -> BlockWriter {
+        BlockWriter {
             file: Some(file),
+            uncached,
             filling: drift_store::aligned_buffer(BLOCK),
             spare: None,
             writing: None,
@@ -161,15 +183,20 @@ impl UncachedFile {
             .take()
             .unwrap_or_else(|| drift_store::aligned_buffer(BLOCK));
         let block = std::mem::replace(&mut self.filling, next);
+        let uncached = self.uncached;
         self.writing = Some(tokio::task::spawn_blocking(move || {
-            let result = drift_store::write_uncached(&mut file, &block);
+            let result = if uncached {
+                drift_store::write_uncached(&mut file, &block)
+            } else {
+                file.write_all(&block)
+            };
             (file, block, result)
         }));
         Ok(())
     }
 }
 
-impl AsyncWrite for UncachedFile {
+impl AsyncWrite for BlockWriter {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -224,17 +251,61 @@ mod tests {
         for (i, &len) in sizes.iter().enumerate() {
             for piece in [61_440, 1_000] {
                 let data: Vec<u8> = (0..len).map(|j| (j * 13 + i) as u8).collect();
-                let path = dir.path().join(format!("{len}-{piece}"));
-                let mut out = UncachedFile::new(File::create_new(&path).unwrap());
-                for p in data.chunks(piece) {
-                    out.write_all(p).await.unwrap();
+                for uncached in [true, false] {
+                    let path = dir.path().join(format!("{len}-{piece}-{uncached}"));
+                    let file = File::create_new(&path).unwrap();
+                    let mut out = if uncached {
+                        BlockWriter::uncached(file)
+                    } else {
+                        BlockWriter::plain(file)
+                    };
+                    for p in data.chunks(piece) {
+                        out.write_all(p).await.unwrap();
+                    }
+                    out.flush().await.unwrap();
+                    let file = out.into_file().expect("flushed");
+                    file.sync_all().unwrap();
+                    let back = std::fs::read(&path).unwrap();
+                    assert!(back == data, "{len} in {piece}s, uncached: {uncached}");
                 }
-                out.flush().await.unwrap();
-                let file = out.into_file().expect("flushed");
-                file.sync_all().unwrap();
-                assert_eq!(std::fs::read(&path).unwrap(), data, "{len} in {piece}s");
             }
         }
+    }
+
+    /// What `drift get NAME | consumer` does: blocks into a pipe, read at
+    /// the other end while they are written.
+    #[tokio::test]
+    async fn a_pipe_gets_every_byte_in_order() {
+        let (mut rx, tx) = std::io::pipe().unwrap();
+        let len = 3 * BLOCK + 777;
+        let data: Vec<u8> = (0..len).map(|j| (j * 31 + 5) as u8).collect();
+        let reader = std::thread::spawn(move || {
+            let mut back = Vec::new();
+            std::io::Read::read_to_end(&mut rx, &mut back).map(|_| back)
+        });
+        let mut out = BlockWriter::plain(File::from(std::os::fd::OwnedFd::from(tx)));
+        for p in data.chunks(61_440) {
+            out.write_all(p).await.unwrap();
+        }
+        out.flush().await.unwrap();
+        // Closing the write end ends the reader's stream.
+        drop(out.into_file().expect("flushed"));
+        let back = reader.join().unwrap().unwrap();
+        assert!(back == data, "{} bytes back of {len}", back.len());
+    }
+
+    /// `drift get NAME | head -c 10`: the reader goes away, and the get
+    /// fails with the pipe's error instead of hanging or panicking.
+    #[tokio::test]
+    async fn a_closed_pipe_is_an_error() {
+        let (rx, tx) = std::io::pipe().unwrap();
+        drop(rx);
+        let mut out = BlockWriter::plain(File::from(std::os::fd::OwnedFd::from(tx)));
+        let block = vec![7u8; BLOCK];
+        let wrote = out.write_all(&block).await;
+        let flushed = out.flush().await;
+        let err = wrote.and(flushed).expect_err("nobody reads the pipe");
+        assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe);
     }
 
     #[tokio::test]
@@ -270,7 +341,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ro");
         std::fs::write(&path, b"").unwrap();
-        let mut out = UncachedFile::new(File::open(&path).unwrap());
+        let mut out = BlockWriter::uncached(File::open(&path).unwrap());
         let block = vec![1u8; BLOCK];
         out.write_all(&block).await.unwrap();
         // The full block goes out with the next write; its error shows at
