@@ -309,10 +309,14 @@ async fn get_to_file(
     progress: &mut impl FnMut(u64, u64),
 ) -> Result<u64> {
     if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
-        let special = std::fs::OpenOptions::new()
+        // Opening a FIFO waits for its reader: on the blocking pool.
+        let special = tokio::fs::OpenOptions::new()
             .write(true)
             .open(path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+            .await
+            .with_context(|| format!("cannot write {}", path.display()))?
+            .into_std()
+            .await;
         return Ok(client
             .get(name, BlockWriter::plain(special), progress)
             .await?);
