@@ -22,7 +22,7 @@ use anyhow::{Context, Result, bail};
 use drift_crypto::ClusterSecret;
 
 use crate::proc::{cargo, run_ok, target_dir};
-use cluster::{Cluster, ticks_per_sec};
+use cluster::{Cluster, own_cpu_ticks, ticks_per_sec};
 use report::{Row, Target};
 use workload::{CHUNK, Source, base_block, connect, parse_id};
 
@@ -273,18 +273,21 @@ async fn single_node(
         let is_big = k + 1 == n_sizes;
         node.reset_peak();
         let (mut puts, mut gets, mut put_cpu, mut get_cpu) = (vec![], vec![], vec![], vec![]);
+        let (mut put_client, mut get_client) = (ClientCpu::default(), ClientCpu::default());
         for _ in 0..runs {
             let tag = ctx.tag();
             let name = format!("single-{tag}");
-            let c0 = node.cpu_ticks()?;
+            let (c0, k0) = (node.cpu_ticks()?, own_cpu_ticks()?);
             let secs = workload::put(&client, &name, Source::new(base.clone(), bytes, tag)).await?;
-            let c1 = node.cpu_ticks()?;
+            let (c1, k1) = (node.cpu_ticks()?, own_cpu_ticks()?);
             puts.push(mb_per_s(bytes, secs));
             put_cpu.push(ms_per_mib(c1 - c0, ctx.tick, bytes));
+            put_client.add(ctx.tick, bytes, secs, c1 - c0, k1 - k0);
             let secs = workload::get(&client, &name, bytes).await?;
-            let c2 = node.cpu_ticks()?;
+            let (c2, k2) = (node.cpu_ticks()?, own_cpu_ticks()?);
             gets.push(mb_per_s(bytes, secs));
             get_cpu.push(ms_per_mib(c2 - c1, ctx.tick, bytes));
+            get_client.add(ctx.tick, bytes, secs, c2 - c1, k2 - k1);
         }
         let peak = node.peak_rss_kib()? as f64 / 1024.0;
         peaks.push(peak);
@@ -304,6 +307,10 @@ async fn single_node(
         if k > 0 {
             rows.push(Row::new(S, format!("put CPU, {label}"), "CPU-ms/MiB").samples(put_cpu));
             rows.push(Row::new(S, format!("get CPU, {label}"), "CPU-ms/MiB").samples(get_cpu));
+            if is_big {
+                rows.extend(put_client.rows(S, "put", label));
+                rows.extend(get_client.rows(S, "get", label));
+            }
             let mut rss =
                 Row::new(S, format!("peak RSS during put+get, {label}"), "MiB").samples(vec![peak]);
             if is_big {
@@ -352,18 +359,20 @@ async fn big_put(
     let label = format!("{} MiB", bytes >> 20);
     cluster.reset_peaks();
     let (mut puts, mut secs_all, mut cpu) = (vec![], vec![], vec![]);
+    let mut put_client = ClientCpu::default();
     let mut name = String::new();
     for _ in 0..ctx.plan.multi_runs {
         let tag = ctx.tag();
         name = format!("three-{tag}");
-        let c0 = cluster.cpu_ticks()?;
+        let (c0, k0) = (cluster.cpu_ticks()?, own_cpu_ticks()?);
         let secs = workload::put(&client, &name, Source::new(base.clone(), bytes, tag)).await?;
         // A put returns only after every replica target answered, so all of
         // its CPU has been spent by now.
-        let c1 = cluster.cpu_ticks()?;
+        let (c1, k1) = (cluster.cpu_ticks()?, own_cpu_ticks()?);
         puts.push(mb_per_s(bytes, secs));
         secs_all.push(secs);
         cpu.push(ms_per_mib(c1 - c0, ctx.tick, bytes));
+        put_client.add(ctx.tick, bytes, secs, c1 - c0, k1 - k0);
     }
     let peaks = cluster.peaks_mib()?;
     // Reads of the last file through the node that took it (every node holds
@@ -396,6 +405,7 @@ async fn big_put(
             .samples(cpu)
             .target(Target::ValueAtMost(5.0)),
     );
+    rows.extend(put_client.rows(S, "put", &label));
     rows.push(peak_row(
         S,
         "peak RSS during the put, max over nodes",
@@ -483,13 +493,15 @@ async fn remote_get(ctx: &mut Ctx, single_get: f64, rows: &mut Vec<Row>) -> Resu
     }
     cluster.reset_peaks();
     let (mut gets, mut secs_all, mut cpu) = (vec![], vec![], vec![]);
+    let mut get_client = ClientCpu::default();
     for _ in 0..ctx.plan.multi_runs {
-        let c0 = cluster.cpu_ticks()?;
+        let (c0, k0) = (cluster.cpu_ticks()?, own_cpu_ticks()?);
         let secs = workload::get(&reader, &name, bytes).await?;
-        let c1 = cluster.cpu_ticks()?;
+        let (c1, k1) = (cluster.cpu_ticks()?, own_cpu_ticks()?);
         gets.push(mb_per_s(bytes, secs));
         secs_all.push(secs);
         cpu.push(ms_per_mib(c1 - c0, ctx.tick, bytes));
+        get_client.add(ctx.tick, bytes, secs, c1 - c0, k1 - k0);
     }
     let peaks = cluster.peaks_mib()?;
     let label = format!("{} MiB", bytes >> 20);
@@ -512,6 +524,7 @@ async fn remote_get(ctx: &mut Ctx, single_get: f64, rows: &mut Vec<Row>) -> Resu
             .samples(cpu)
             .target(Target::ValueAtMost(1.0)),
     );
+    rows.extend(get_client.rows(S, "get", &label));
     rows.push(peak_row(
         S,
         "peak RSS during the gets, max over nodes",
@@ -523,6 +536,44 @@ async fn remote_get(ctx: &mut Ctx, single_get: f64, rows: &mut Vec<Row>) -> Resu
 
 /// A wall-time row for a 256 MiB transfer, which issue 8 gives a limit in
 /// seconds; smaller (quick) runs only say so.
+/// The other side of a transfer's CPU: the bench's client, which runs in
+/// this process, and how many cores the nodes and the client kept busy
+/// together. Near the machine's core count, a transfer is bound by CPU and
+/// only doing less work per MiB makes it faster; well below, it waits
+/// (on the disk, on the network, on hand-offs).
+#[derive(Default)]
+struct ClientCpu {
+    client: Vec<f64>,
+    busy: Vec<f64>,
+}
+
+impl ClientCpu {
+    /// One transfer of `bytes` in `secs`: CPU ticks spent by the nodes and by the client.
+    fn add(&mut self, tick: f64, bytes: u64, secs: f64, nodes: u64, client: u64) {
+        self.client.push(ms_per_mib(client, tick, bytes));
+        self.busy.push((nodes + client) as f64 / tick / secs);
+    }
+
+    fn rows(self, section: &'static str, what: &str, label: &str) -> [Row; 2] {
+        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+        [
+            Row::new(
+                section,
+                format!("{what} CPU of the bench's client (in this process), {label}"),
+                "CPU-ms/MiB",
+            )
+            .samples(self.client),
+            Row::new(
+                section,
+                format!("cores busy during the {what}, nodes and client, {label}"),
+                "cores",
+            )
+            .samples(self.busy)
+            .note(format!("of {cores}; CPU time over wall time")),
+        ]
+    }
+}
+
 fn time_row(section: &'static str, what: String, secs: Vec<f64>, bytes: u64, limit_s: f64) -> Row {
     let row = Row::new(section, what, "s").samples(secs);
     if bytes == 256 << 20 {

@@ -25,14 +25,7 @@ impl NodeProc {
 
     /// utime + stime in clock ticks.
     pub fn cpu_ticks(&self) -> Result<u64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
-        // The command name may hold spaces; fields are counted after its ')'.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        // Fields 14 and 15 of stat(5); `rest` starts at field 3.
-        let utime: u64 = f.get(11).context("short stat")?.parse()?;
-        let stime: u64 = f.get(12).context("short stat")?.parse()?;
-        Ok(utime + stime)
+        cpu_ticks_of(&self.pid().to_string())
     }
 
     /// Peak resident set size (VmHWM) in KiB.
@@ -184,6 +177,24 @@ impl Drop for Cluster {
 }
 
 /// Clock ticks per second of /proc/<pid>/stat times.
+/// utime + stime of process `pid` ("self" for this one) in clock ticks,
+/// threads that have exited included.
+fn cpu_ticks_of(pid: &str) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name may hold spaces; fields are counted after its ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5); `rest` starts at field 3.
+    let utime: u64 = f.get(11).context("short stat")?.parse()?;
+    let stime: u64 = f.get(12).context("short stat")?.parse()?;
+    Ok(utime + stime)
+}
+
+/// This process's CPU in clock ticks: the bench's client, which runs in it.
+pub fn own_cpu_ticks() -> Result<u64> {
+    cpu_ticks_of("self")
+}
+
 pub fn ticks_per_sec() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
