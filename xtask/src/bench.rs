@@ -534,8 +534,6 @@ async fn remote_get(ctx: &mut Ctx, single_get: f64, rows: &mut Vec<Row>) -> Resu
     Ok(())
 }
 
-/// A wall-time row for a 256 MiB transfer, which issue 8 gives a limit in
-/// seconds; smaller (quick) runs only say so.
 /// The other side of a transfer's CPU: the bench's client, which runs in
 /// this process, and how many cores the nodes and the client kept busy
 /// together. Near the machine's core count, a transfer is bound by CPU and
@@ -574,6 +572,8 @@ impl ClientCpu {
     }
 }
 
+/// A wall-time row for a 256 MiB transfer, which issue 8 gives a limit in
+/// seconds; smaller (quick) runs only say so.
 fn time_row(section: &'static str, what: String, secs: Vec<f64>, bytes: u64, limit_s: f64) -> Row {
     let row = Row::new(section, what, "s").samples(secs);
     if bytes == 256 << 20 {
