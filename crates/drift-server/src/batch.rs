@@ -18,6 +18,7 @@
 //! puts/s with every write on the blocking pool; 1818, 1840 and 1776
 //! with the index writer; 2051 and 1920 with the chunk writer too.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
 use std::sync::{Mutex, PoisonError};
 
@@ -33,7 +34,8 @@ pub(crate) struct Batcher<J, R> {
 #[derive(Debug)]
 struct Job<J, R> {
     work: J,
-    reply: oneshot::Sender<R>,
+    /// The job's result, or why its batch failed as a whole.
+    reply: oneshot::Sender<Result<R, String>>,
 }
 
 /// The receiving side, run on a blocking thread by [`Worker::serve`].
@@ -62,8 +64,8 @@ impl<J: Send + 'static, R: Send + 'static> Batcher<J, R> {
         (batcher, worker)
     }
 
-    /// Queues `work` and waits for its result. Fails only once the batcher
-    /// is closed or its worker has stopped.
+    /// Queues `work` and waits for its result. Fails once the batcher is
+    /// closed or its worker has stopped, and if the batch it joined panicked.
     pub(crate) async fn run(&self, work: J) -> Result<R, String> {
         let (reply, result) = oneshot::channel();
         {
@@ -73,7 +75,7 @@ impl<J: Send + 'static, R: Send + 'static> Batcher<J, R> {
                 return Err(STOPPED.into());
             }
         }
-        result.await.map_err(|_| STOPPED.to_string())
+        result.await.map_err(|_| STOPPED.to_string())?
     }
 
     /// Takes no more work; the worker finishes what is queued and returns.
@@ -88,7 +90,9 @@ impl<J: Send + 'static, R: Send + 'static> Batcher<J, R> {
 impl<J, R> Worker<J, R> {
     /// Blocks, handing `batch` everything queued (up to the batch limit)
     /// each time work arrives, until the batcher is closed and the queue is
-    /// empty. `batch` returns one result per job, in order.
+    /// empty. `batch` returns one result per job, in order. A batch that
+    /// panics fails its own jobs and no others, as a panic in one
+    /// `spawn_blocking` call did: the worker goes on with the next batch.
     pub(crate) fn serve(self, mut batch: impl FnMut(Vec<J>) -> Vec<R>) {
         while let Ok(first) = self.queue.recv() {
             let mut jobs = vec![first];
@@ -98,11 +102,25 @@ impl<J, R> Worker<J, R> {
                     Err(_) => break,
                 }
             }
-            let (work, replies): (Vec<J>, Vec<oneshot::Sender<R>>) =
+            let (work, replies): (Vec<J>, Vec<_>) =
                 jobs.into_iter().map(|j| (j.work, j.reply)).unzip();
             // A caller that gave up (its task was dropped) is not waiting.
-            for (reply, result) in replies.into_iter().zip(batch(work)) {
-                let _ = reply.send(result);
+            match std::panic::catch_unwind(AssertUnwindSafe(|| batch(work))) {
+                Ok(results) => {
+                    for (reply, result) in replies.into_iter().zip(results) {
+                        let _ = reply.send(Ok(result));
+                    }
+                }
+                Err(panic) => {
+                    let why = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic".into());
+                    for reply in replies {
+                        let _ = reply.send(Err(format!("storage task failed: {why}")));
+                    }
+                }
             }
         }
     }
@@ -153,6 +171,25 @@ mod tests {
         let (batcher, worker) = Batcher::<u32, u32>::new(4);
         drop(worker);
         assert_eq!(batcher.run(7).await.unwrap_err(), STOPPED);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_batch_fails_its_jobs_and_the_worker_goes_on() {
+        let (batcher, worker) = Batcher::<u32, u32>::new(4);
+        let served = tokio::task::spawn_blocking(move || {
+            worker.serve(|jobs| {
+                assert!(jobs[0] != 13, "unlucky job");
+                jobs
+            })
+        });
+        let failed = batcher.run(13).await.unwrap_err();
+        assert!(failed.contains("unlucky job"), "{failed}");
+        assert_eq!(batcher.run(14).await.unwrap(), 14);
+        batcher.close();
+        tokio::time::timeout(std::time::Duration::from_secs(10), served)
+            .await
+            .expect("the worker stops once closed")
+            .unwrap();
     }
 
     #[tokio::test]
