@@ -22,7 +22,7 @@ use anyhow::{Context, Result, bail};
 use drift_crypto::ClusterSecret;
 
 use crate::proc::{cargo, run_ok, target_dir};
-use cluster::{Cluster, own_cpu_ticks, ticks_per_sec};
+use cluster::{Cluster, machine_busy_ticks, own_cpu_ticks, ticks_per_sec};
 use report::{Row, Target};
 use workload::{CHUNK, Source, base_block, connect, parse_id};
 
@@ -431,13 +431,29 @@ async fn big_put(
 async fn small_files(ctx: &mut Ctx, cluster: &Cluster, rows: &mut Vec<Row>) -> Result<()> {
     const S: &str = THREE;
     let (mut p, mut g) = (vec![], vec![]);
+    let (mut put_cpu, mut get_cpu) = (SmallCpu::default(), SmallCpu::default());
+    let cpu = || {
+        Ok(workload::Ticks {
+            nodes: cluster.cpu_ticks()?,
+            client: own_cpu_ticks()?,
+            machine: machine_busy_ticks()?,
+        })
+    };
     for _ in 0..ctx.plan.small_runs {
         let tag = ctx.tag();
-        let (puts, gets) =
-            workload::small_files(&cluster.addrs(), &ctx.secret, 16, ctx.plan.small_time, tag)
-                .await?;
-        p.push(puts);
-        g.push(gets);
+        let (puts, gets) = workload::small_files(
+            &cluster.addrs(),
+            &ctx.secret,
+            16,
+            ctx.plan.small_time,
+            tag,
+            cpu,
+        )
+        .await?;
+        p.push(puts.per_sec());
+        g.push(gets.per_sec());
+        put_cpu.add(ctx.tick, &puts);
+        get_cpu.add(ctx.tick, &gets);
     }
     let note = format!(
         "16 clients, one connection each, spread over the 3 nodes; {:.1} s per run",
@@ -450,6 +466,7 @@ async fn small_files(ctx: &mut Ctx, cluster: &Cluster, rows: &mut Vec<Row>) -> R
             .target(Target::ValueAtLeast(3000.0))
             .note(note.clone()),
     );
+    rows.extend(put_cpu.rows(S, "put"));
     rows.push(
         Row::new(S, "small files (4 KiB) get", "gets/s")
             .samples(g)
@@ -457,7 +474,66 @@ async fn small_files(ctx: &mut Ctx, cluster: &Cluster, rows: &mut Vec<Row>) -> R
             .target(Target::ValueAtLeast(20000.0))
             .note(note),
     );
+    rows.extend(get_cpu.rows(S, "get"));
     Ok(())
+}
+
+/// What a small-file request costs in CPU, and whether the phase was bound
+/// by it: as [`ClientCpu`], per request instead of per MiB. The kernel's
+/// own threads (disk writeback, block-queue work) belong to no process, so
+/// the machine's busy cores are reported too.
+#[derive(Default)]
+struct SmallCpu {
+    nodes: Vec<f64>,
+    client: Vec<f64>,
+    busy: Vec<f64>,
+    machine: Vec<f64>,
+}
+
+impl SmallCpu {
+    fn add(&mut self, tick: f64, phase: &workload::Phase) {
+        let t = phase.ticks;
+        let per_op = |ticks: u64| ticks as f64 / tick * 1e6 / phase.ops.max(1) as f64;
+        self.nodes.push(per_op(t.nodes));
+        self.client.push(per_op(t.client));
+        self.busy
+            .push((t.nodes + t.client) as f64 / tick / phase.secs);
+        self.machine.push(t.machine as f64 / tick / phase.secs);
+    }
+
+    fn rows(self, section: &'static str, what: &str) -> [Row; 4] {
+        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+        [
+            Row::new(
+                section,
+                format!("small files: CPU per {what}, summed over the 3 nodes"),
+                "CPU-us",
+            )
+            .samples(self.nodes),
+            Row::new(
+                section,
+                format!("small files: CPU per {what} of the bench's 16 clients (in this process)"),
+                "CPU-us",
+            )
+            .samples(self.client),
+            Row::new(
+                section,
+                format!("cores busy during the small {what}s, nodes and clients"),
+                "cores",
+            )
+            .samples(self.busy)
+            .note(format!("of {cores}; CPU time over wall time")),
+            Row::new(
+                section,
+                format!("cores busy during the small {what}s, whole machine"),
+                "cores",
+            )
+            .samples(self.machine)
+            .note(format!(
+                "of {cores}; /proc/stat, kernel threads such as disk writeback included"
+            )),
+        ]
+    }
 }
 
 fn peak_row(section: &'static str, name: &str, peaks: &[f64]) -> Row {

@@ -195,6 +195,22 @@ pub fn own_cpu_ticks() -> Result<u64> {
     cpu_ticks_of("self")
 }
 
+/// Clock ticks all CPUs of the machine spent busy (not idle or waiting
+/// for I/O), from /proc/stat: kernel threads such as disk writeback count
+/// here and in no process.
+pub fn machine_busy_ticks() -> Result<u64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().context("empty /proc/stat")?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    // user nice system idle iowait irq softirq steal (guest time is in user).
+    let busy = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| f.get(i)).sum();
+    Ok(busy)
+}
+
 pub fn ticks_per_sec() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")

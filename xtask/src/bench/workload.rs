@@ -207,16 +207,52 @@ pub fn source_avoiding(
     }
 }
 
-/// Puts and gets per second of 4 KiB files from `clients` concurrent
-/// clients, each with one connection reused for every request, spread
-/// round-robin over `addrs`. Each phase runs for `time`.
+/// One phase of [`small_files`]: requests done, its wall time, and the CPU
+/// ticks spent in it by the nodes, the client and the whole machine.
+pub struct Phase {
+    pub ops: u64,
+    pub secs: f64,
+    pub ticks: Ticks,
+}
+
+/// CPU clock ticks: the nodes', the client's, and the whole machine's busy ones.
+#[derive(Clone, Copy)]
+pub struct Ticks {
+    pub nodes: u64,
+    pub client: u64,
+    pub machine: u64,
+}
+
+impl std::ops::Sub for Ticks {
+    type Output = Ticks;
+
+    fn sub(self, before: Ticks) -> Ticks {
+        Ticks {
+            nodes: self.nodes.saturating_sub(before.nodes),
+            client: self.client.saturating_sub(before.client),
+            machine: self.machine.saturating_sub(before.machine),
+        }
+    }
+}
+
+impl Phase {
+    pub fn per_sec(&self) -> f64 {
+        self.ops as f64 / self.secs
+    }
+}
+
+/// 4 KiB puts, then gets of them, from `clients` concurrent clients, each
+/// with one connection reused for every request, spread round-robin over
+/// `addrs`. Each phase runs for `time`; `cpu` reads the CPU ticks, before
+/// and after each.
 pub async fn small_files(
     addrs: &[SocketAddr],
     secret: &ClusterSecret,
     clients: usize,
     time: Duration,
     tag: u64,
-) -> Result<(f64, f64)> {
+    cpu: impl Fn() -> Result<Ticks>,
+) -> Result<(Phase, Phase)> {
     let mut conns = Vec::new();
     for i in 0..clients {
         conns.push(Arc::new(connect(addrs[i % addrs.len()], secret).await?));
@@ -227,6 +263,7 @@ pub async fn small_files(
         b
     });
     // Puts.
+    let t0 = cpu()?;
     let start = Instant::now();
     let deadline = start + time;
     let mut tasks = tokio::task::JoinSet::new();
@@ -257,7 +294,12 @@ pub async fn small_files(
         counts[t] = n?;
     }
     let put_secs = start.elapsed().as_secs_f64();
-    let total_puts: u64 = counts.iter().sum();
+    let t1 = cpu()?;
+    let put = Phase {
+        ops: counts.iter().sum(),
+        secs: put_secs,
+        ticks: t1 - t0,
+    };
     // Gets, of the files just stored, each client reading what it wrote.
     let mut per_client = Vec::new();
     let mut tasks = tokio::task::JoinSet::new();
@@ -283,11 +325,15 @@ pub async fn small_files(
         per_client.push(r??);
     }
     let get_secs = start.elapsed().as_secs_f64();
-    let total_gets: u64 = per_client.iter().sum();
+    let get = Phase {
+        ops: per_client.iter().sum(),
+        secs: get_secs,
+        ticks: cpu()? - t1,
+    };
     for c in conns {
         if let Ok(c) = Arc::try_unwrap(c) {
             c.close().await;
         }
     }
-    Ok((total_puts as f64 / put_secs, total_gets as f64 / get_secs))
+    Ok((put, get))
 }
