@@ -221,23 +221,32 @@ async fn build_manifest(
 }
 
 /// Writes an entry locally and pushes it to every connected peer (best
-/// effort; anti-entropy delivers it to the rest).
+/// effort; anti-entropy delivers it to the rest), both at once: a put waits
+/// for one index commit, not for this node's and then its peers'.
 pub(crate) async fn publish(shared: &Arc<Shared>, entry: NameEntry) -> Result<(), PublishError> {
-    shared
-        .index_writer
-        .run(vec![entry.clone()])
-        .await
-        .map_err(PublishError::Local)?
-        .map_err(|e| PublishError::Local(e.to_string()))?;
-    shared.index_changed();
     let (conns, r) = {
         let table = shared.members();
         (table.up_conns(), table.effective_replicas())
     };
     let msg = Msg::PushEntries {
-        entries: vec![entry],
+        entries: vec![entry.clone()],
     };
-    let answers = join_all(conns.iter().map(|c| c.request(msg.clone()))).await;
+    let local = async {
+        let committed = shared.index_writer.run(vec![entry]).await;
+        if matches!(committed, Ok(Ok(_))) {
+            shared.index_changed();
+        }
+        committed
+    };
+    let (committed, answers) = tokio::join!(
+        local,
+        join_all(conns.iter().map(|c| c.request(msg.clone())))
+    );
+    match committed {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(PublishError::Local(e.to_string())),
+        Err(why) => return Err(PublishError::Local(why)),
+    }
     // Like a chunk, an entry counts as durable once a majority of R nodes
     // (this one included) have committed it.
     let written = 1 + answers
@@ -253,7 +262,9 @@ pub(crate) async fn publish(shared: &Arc<Shared>, entry: NameEntry) -> Result<()
 
 /// Why an entry was not durably published.
 pub(crate) enum PublishError {
-    /// The local index refused it: nothing was written.
+    /// The local index refused it. Peers may have committed it all the
+    /// same (the pushes run beside the local commit), as after
+    /// `Unreplicated`: a failed write may still take effect.
     Local(String),
     /// It is written here but reached too few peers.
     Unreplicated { written: usize, needed: usize },
