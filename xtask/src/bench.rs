@@ -502,7 +502,6 @@ impl SmallCpu {
     }
 
     fn rows(self, section: &'static str, what: &str) -> [Row; 4] {
-        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
         [
             Row::new(
                 section,
@@ -516,22 +515,18 @@ impl SmallCpu {
                 "CPU-us",
             )
             .samples(self.client),
-            Row::new(
+            cores_row(
                 section,
                 format!("cores busy during the small {what}s, nodes and clients"),
-                "cores",
-            )
-            .samples(self.busy)
-            .note(format!("of {cores}; CPU time over wall time")),
-            Row::new(
+                self.busy,
+                "CPU time over wall time",
+            ),
+            cores_row(
                 section,
                 format!("cores busy during the small {what}s, whole machine"),
-                "cores",
-            )
-            .samples(self.machine)
-            .note(format!(
-                "of {cores}; /proc/stat, kernel threads such as disk writeback included"
-            )),
+                self.machine,
+                "/proc/stat, kernel threads such as disk writeback included",
+            ),
         ]
     }
 }
@@ -629,7 +624,6 @@ impl ClientCpu {
     }
 
     fn rows(self, section: &'static str, what: &str, label: &str) -> [Row; 2] {
-        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
         [
             Row::new(
                 section,
@@ -637,15 +631,23 @@ impl ClientCpu {
                 "CPU-ms/MiB",
             )
             .samples(self.client),
-            Row::new(
+            cores_row(
                 section,
                 format!("cores busy during the {what}, nodes and client, {label}"),
-                "cores",
-            )
-            .samples(self.busy)
-            .note(format!("of {cores}; CPU time over wall time")),
+                self.busy,
+                "CPU time over wall time",
+            ),
         ]
     }
+}
+
+/// Cores kept busy (CPU time over wall time), out of the machine's, and
+/// `how` that was counted.
+fn cores_row(section: &'static str, name: String, samples: Vec<f64>, how: &str) -> Row {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    Row::new(section, name, "cores")
+        .samples(samples)
+        .note(format!("of {cores}; {how}"))
 }
 
 /// A wall-time row for a 256 MiB transfer, which issue 8 gives a limit in
