@@ -176,7 +176,6 @@ impl Drop for Cluster {
     }
 }
 
-/// Clock ticks per second of /proc/<pid>/stat times.
 /// utime + stime of process `pid` ("self" for this one) in clock ticks,
 /// threads that have exited included.
 fn cpu_ticks_of(pid: &str) -> Result<u64> {
@@ -211,6 +210,7 @@ pub fn machine_busy_ticks() -> Result<u64> {
     Ok(busy)
 }
 
+/// Clock ticks per second of /proc/<pid>/stat times.
 pub fn ticks_per_sec() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
