@@ -49,10 +49,20 @@ pub fn print_status(s: &NodeStatus, json: bool) -> Result<()> {
     println!("replicas    R = {}", s.replicas);
     println!("names       {} ({} tombstones)", s.names, s.tombstones);
     println!("chunks      {} ({})", s.chunks, human_bytes(s.bytes));
-    let health = if s.under_replicated == 0 {
+    let mut problems = Vec::new();
+    if s.missing > 0 {
+        problems.push(format!(
+            "{} chunk(s) missing: no reachable node has a good copy",
+            s.missing
+        ));
+    }
+    if s.under_replicated > 0 {
+        problems.push(format!("{} chunk(s) under-replicated", s.under_replicated));
+    }
+    let health = if problems.is_empty() {
         "healthy".to_string()
     } else {
-        format!("{} chunk(s) under-replicated", s.under_replicated)
+        problems.join("; ")
     };
     println!("replication {health}");
     println!("quarantined {}", s.quarantined);

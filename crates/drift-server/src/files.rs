@@ -463,6 +463,7 @@ pub(crate) async fn status(shared: &Arc<Shared>) -> NodeStatus {
             .under_replicated
             .load(std::sync::atomic::Ordering::Relaxed),
         quarantined,
+        missing: shared.missing.load(std::sync::atomic::Ordering::Relaxed),
     }
 }
 

@@ -22,6 +22,11 @@ pub(crate) struct RepairReport {
     pub pushed: u64,
     pub under_replicated: u64,
     pub collected: u64,
+    /// Quarantined live chunks fetched again from a good copy.
+    pub recovered: u64,
+    /// Quarantined live chunks this node should hold that no reachable node
+    /// had a good copy of.
+    pub missing: u64,
 }
 
 /// Every chunk a live entry references, or `None` if some manifest part
@@ -88,6 +93,11 @@ async fn peer_has(shared: &Arc<Shared>, peer: PeerId, ids: &[ChunkId]) -> Option
 pub(crate) async fn repair_pass(shared: &Arc<Shared>) -> RepairReport {
     let mut report = RepairReport::default();
     let live = live_chunks(shared).await;
+    // Without the full live set, last pass's count stands.
+    if let Some(live) = &live {
+        (report.recovered, report.missing) = recover_quarantined(shared, live).await;
+        shared.missing.store(report.missing, Ordering::Relaxed);
+    }
     let store = shared.chunks.clone();
     let local: Vec<ChunkId> =
         match blocking(move || store.ids().filter_map(Result::ok).collect()).await {
@@ -146,6 +156,47 @@ pub(crate) async fn repair_pass(shared: &Arc<Shared>) -> RepairReport {
     report
 }
 
+/// Fetches a verified copy of every live chunk this node quarantined, should
+/// hold, and holds no more. Holders' pushes would bring most of them back
+/// too, but only this node knows to look for the ones no holder has left,
+/// so it can report them. Returns (fetched again, no good copy anywhere).
+async fn recover_quarantined(shared: &Arc<Shared>, live: &HashSet<ChunkId>) -> (u64, u64) {
+    let store = shared.chunks.clone();
+    let gone: Vec<ChunkId> = match blocking(move || {
+        store
+            .quarantined_ids()
+            .map(|ids| ids.into_iter().filter(|id| !store.has(id)).collect())
+    })
+    .await
+    {
+        Ok(Ok(ids)) => ids,
+        Ok(Err(e)) => {
+            tracing::warn!("cannot list the quarantine: {e}");
+            return (0, 0);
+        }
+        Err(_) => return (0, 0),
+    };
+    let (mut recovered, mut missing) = (0, 0);
+    for id in gone {
+        if !live.contains(&id) {
+            continue;
+        }
+        let (ranked, r) = placement(shared, &id);
+        if !ranked.iter().take(r).any(|n| *n == shared.me) {
+            continue;
+        }
+        // As a replica of it, this node keeps the fetched copy.
+        match chunks::fetch_sealed(shared, id).await {
+            Ok(_) => recovered += 1,
+            Err(_) => {
+                tracing::warn!(chunk = %id, "no reachable node has a good copy of a live chunk");
+                missing += 1;
+            }
+        }
+    }
+    (recovered, missing)
+}
+
 async fn push(shared: &Arc<Shared>, peer: PeerId, id: ChunkId) -> bool {
     let store = shared.chunks.clone();
     let Ok(Ok(sealed)) = blocking(move || store.get(&id)).await else {
@@ -198,10 +249,12 @@ pub(crate) async fn run_repair(shared: Arc<Shared>) {
     let every = shared.config.repair_interval;
     periodically(&shared, every, Some(&shared.wake_repair), || async {
         let r = repair_pass(&shared).await;
-        if r.pushed + r.collected > 0 {
+        if r.pushed + r.collected + r.recovered + r.missing > 0 {
             tracing::info!(
                 pushed = r.pushed,
                 collected = r.collected,
+                recovered = r.recovered,
+                missing = r.missing,
                 under_replicated = r.under_replicated,
                 "repair pass"
             );

@@ -49,6 +49,9 @@ pub(crate) struct Shared {
     pub index_generation: AtomicU64,
     pub digest_cache: Mutex<Option<(u64, [u8; 32], u64)>>,
     pub under_replicated: AtomicU64,
+    /// Live chunks this node should hold but quarantined, with no good copy
+    /// on any reachable node at the last repair pass.
+    pub missing: AtomicU64,
     /// Chunks seen unreferenced, and since when (the GC grace clock).
     pub gc_candidates: Mutex<HashMap<ChunkId, Instant>>,
     /// Data chunk ids listed by indirect manifests, by their parts (see `maintenance`).
@@ -225,6 +228,7 @@ impl Node {
             index_generation: AtomicU64::new(0),
             digest_cache: Mutex::new(None),
             under_replicated: AtomicU64::new(0),
+            missing: AtomicU64::new(0),
             gc_candidates: Mutex::new(HashMap::new()),
             part_lists: Mutex::new(HashMap::new()),
             wake_repair: Notify::new(),

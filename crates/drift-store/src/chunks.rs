@@ -410,6 +410,28 @@ impl ChunkStore {
         self.quarantined.load(Ordering::Relaxed)
     }
 
+    /// The chunks that have a file in quarantine, each once, in no
+    /// particular order (a chunk stored again since is listed too: check
+    /// [`ChunkStore::has`]). Files not named by [`ChunkStore::quarantine`]
+    /// are skipped.
+    pub fn quarantined_ids(&self) -> Result<Vec<ChunkId>, StoreError> {
+        let dir = fs::read_dir(&self.quarantine)
+            .map_err(|e| StoreError::io("read", &self.quarantine, e))?;
+        let mut ids = Vec::new();
+        for entry in dir {
+            let entry = entry.map_err(|e| StoreError::io("read", &self.quarantine, e))?;
+            let name = entry.file_name();
+            let id = name
+                .to_str()
+                .and_then(|n| n.split_once('.'))
+                .and_then(|(hex, _)| hex.parse::<ChunkId>().ok());
+            ids.extend(id);
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+
     fn counters(&self) -> MutexGuard<'_, Counters> {
         // The counters are plain numbers updated without panicking, so a
         // poisoned lock still holds consistent values.

@@ -217,6 +217,75 @@ async fn bad_copies_served_to_a_reader_are_reported_and_quarantined() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chunk_with_no_good_copy_left_is_reported_until_it_is_stored_again() {
+    let c = Cluster::start(4, |_| {}).await;
+    let data = bytes(13, 30_000);
+    c.node(0).store("lost", &data[..]).await.unwrap();
+    let holders: Vec<usize> = (0..4)
+        .filter(|&i| !chunk_files(c.dirs[i].path()).is_empty())
+        .collect();
+    assert_eq!(holders.len(), 3, "one chunk, three replicas");
+    let reader = (0..4).find(|i| !holders.contains(i)).unwrap();
+    let id: drift_crypto::ChunkId = chunk_files(c.dirs[holders[0]].path())[0]
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ids: Vec<_> = (0..4).map(|i| c.node(i).id()).collect();
+    let first = drift_server::placement::rank(&id, &ids)[0];
+    let first = (0..4).find(|&i| ids[i] == first).unwrap();
+
+    // The copy a reader elsewhere gets first has rotted: its holder
+    // quarantines it when told, and its own next repair pass fetches a good
+    // copy back (no other holder's pass has to run).
+    flip_a_byte(&chunk_files(c.dirs[first].path())[0]);
+    assert_eq!(read(c.node(reader), "lost").await.unwrap(), data);
+    let dir = c.dirs[first].path().to_path_buf();
+    wait_for("the bad copy quarantined", LIMIT, || async {
+        chunk_files(&dir).is_empty()
+    })
+    .await;
+    c.node(first).repair_now().await;
+    assert_eq!(chunk_files(&dir).len(), 1, "fetched back");
+    assert_eq!(c.node(first).status().await.missing, 0);
+
+    // Every copy rots: the read fails, every holder quarantines its copy, and
+    // each then reports the chunk missing rather than "healthy".
+    for &i in &holders {
+        flip_a_byte(&chunk_files(c.dirs[i].path())[0]);
+    }
+    let err = read(c.node(reader), "lost").await.unwrap_err();
+    assert!(matches!(err, GetError::Corrupt { .. }), "{err}");
+    for &i in &holders {
+        let dir = c.dirs[i].path().to_path_buf();
+        wait_for("every bad copy quarantined", LIMIT, || async {
+            chunk_files(&dir).is_empty()
+        })
+        .await;
+    }
+    for &i in &holders {
+        c.node(i).repair_now().await;
+        let status = c.node(i).status().await;
+        assert_eq!(
+            (status.missing, status.under_replicated),
+            (1, 0),
+            "node {i}"
+        );
+    }
+
+    // The same content stored again, under any name, brings it back.
+    c.node(reader).store("found", &data[..]).await.unwrap();
+    for &i in &holders {
+        c.node(i).repair_now().await;
+        assert_eq!(c.node(i).status().await.missing, 0, "node {i}");
+    }
+    assert_eq!(read(c.node(reader), "lost").await.unwrap(), data);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scrub_finds_and_repairs_bit_rot() {
     let c = Cluster::start(3, |_| {}).await;
     for i in 0..5 {

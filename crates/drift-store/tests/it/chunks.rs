@@ -185,12 +185,18 @@ fn a_flipped_byte_is_detected_and_quarantined() {
     );
     assert_eq!(store.usage().unwrap().chunks, 1);
     assert_eq!(store.get(&other).unwrap(), other_bytes);
+    assert_eq!(store.quarantined_ids().unwrap(), vec![id]);
 
-    // A good copy can be stored again; the count survives a reopen.
+    // A good copy can be stored again; the count and the list survive a
+    // reopen, and files in quarantine that are not chunks are not listed.
     assert!(store.put(&id, &bytes).unwrap());
     assert_eq!(store.get(&id).unwrap(), bytes);
     drop(store);
     assert_eq!(ChunkStore::open(dir.path()).unwrap().quarantined(), 1);
+    fs::write(dir.path().join("quarantine").join("notes.txt"), b"x").unwrap();
+    let store = ChunkStore::open(dir.path()).unwrap();
+    assert_eq!(store.quarantined_ids().unwrap(), vec![id]);
+    assert!(store.has(&id));
 }
 
 #[test]
