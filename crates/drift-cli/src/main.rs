@@ -121,6 +121,13 @@ fn main() -> ExitCode {
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            // Bare `drift`: clap would print the whole help as the "error".
+            eprintln!(
+                "drift: a command is required: keygen, node, put, get, rm, ls or status (see drift --help)"
+            );
+            return ExitCode::from(2);
+        }
         Err(e) => {
             // A usage error is one line too, like every other error.
             let text = e.render().to_string();

@@ -246,6 +246,15 @@ fn usage_errors_are_one_line_and_short_addresses_work() {
     let e = String::from_utf8(run.0.stderr).unwrap();
     assert_eq!(e.trim_end().lines().count(), 1, "{e}");
     assert!(e.contains("<FILE>"), "{e}");
+    // No command at all: one line that names the commands, not the help text.
+    let run = drift(&[], None);
+    assert_eq!(run.0.status.code(), Some(2));
+    let e = String::from_utf8(run.0.stderr).unwrap();
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    assert!(
+        e.starts_with("drift: a command is required: keygen, node, put"),
+        "{e}"
+    );
     // `:PORT` means loopback, as the original demo wrote its nodes.
     let c = Cluster::start(1);
     let port = c.addr(0).port().to_string();
