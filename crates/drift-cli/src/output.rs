@@ -8,7 +8,8 @@ pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = n as f64;
     let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
+    // Compared after rounding to one decimal, so 1048575 is 1.0 MiB, not 1024.0 KiB.
+    while (value * 10.0).round() >= 10240.0 && unit + 1 < UNITS.len() {
         value /= 1024.0;
         unit += 1;
     }
@@ -19,17 +20,40 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// A name as one line of a table: control characters (a newline, an
+/// escape sequence) are shown escaped (`\n`, `\u{1b}`), not sent to the terminal.
+fn printable(name: &str) -> String {
+    if !name.chars().any(char::is_control) {
+        return name.to_string();
+    }
+    name.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 pub fn print_files(files: &[FileInfo], json: bool) -> Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(files)?);
         return Ok(());
     }
-    let width = files.iter().map(|f| f.name.len()).max().unwrap_or(4).max(4);
+    let names: Vec<String> = files.iter().map(|f| printable(&f.name)).collect();
+    let width = names
+        .iter()
+        .map(|n| n.chars().count())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     println!("{:<width$}  {:>10}  VERSION", "NAME", "SIZE");
-    for f in files {
+    for (f, name) in files.iter().zip(&names) {
         println!(
             "{:<width$}  {:>10}  {:x}.{:016x}",
-            f.name,
+            name,
             human_bytes(f.size),
             f.version.time,
             f.version.node
@@ -84,4 +108,27 @@ pub fn print_status(s: &NodeStatus, json: bool) -> Result<()> {
         .count();
     println!("{up} of {} peer(s) up", s.peers.len());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_round_to_the_unit_a_person_expects() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1024), "1.0 KiB");
+        assert_eq!(human_bytes(1_048_575), "1.0 MiB");
+        assert_eq!(human_bytes(1_048_576), "1.0 MiB");
+        assert_eq!(human_bytes(1_572_864), "1.5 MiB");
+        assert_eq!(human_bytes(u64::MAX), "16777216.0 TiB");
+    }
+
+    #[test]
+    fn control_characters_in_names_are_shown_escaped() {
+        assert_eq!(printable("plain name/ü.txt"), "plain name/ü.txt");
+        assert_eq!(printable("two\nlines"), "two\\nlines");
+        assert_eq!(printable("bell\u{7}\u{1b}[31m"), "bell\\u{7}\\u{1b}[31m");
+    }
 }
