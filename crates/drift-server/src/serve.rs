@@ -183,6 +183,8 @@ async fn get_chunk(
             })
             .await?;
             send_pieces(s, &bytes).await?;
+            // The pieces were copied into frames: the buffer can take the next read.
+            shared.chunks.recycle(bytes);
             s.finish().await
         }
         // A file that cannot be a chunk has been quarantined: to the asker it is simply absent.
@@ -287,7 +289,10 @@ async fn client_get(
     .await?;
     while let Some(piece) = reader.next_chunk().await {
         match piece {
-            Ok(bytes) => send_pieces(s, &bytes).await?,
+            Ok(bytes) => {
+                send_pieces(s, &bytes).await?;
+                shared.chunks.recycle(bytes);
+            }
             Err(e) => {
                 let kind = match e {
                     GetError::Corrupt { .. } => FailKind::Corrupt,

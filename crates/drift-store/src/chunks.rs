@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use drift_crypto::{ChunkId, MAX_CHUNK_SIZE};
 
 use crate::direct::{self, drop_from_cache};
@@ -79,6 +79,23 @@ pub struct ChunkStore {
     counters: Mutex<Counters>,
     quarantined: AtomicU64,
     sync: GroupSync,
+    spares: Spares,
+}
+
+/// Read buffers handed back with [`ChunkStore::recycle`], at most about the
+/// chunks a serving node reads at once. Their old contents (a local get
+/// leaves plaintext) never show: not in `Debug`, and every read overwrites
+/// or truncates what it returns.
+#[derive(Default)]
+struct Spares(Mutex<Vec<BytesMut>>);
+
+const SPARE_READ_BUFFERS: usize = 8;
+
+impl std::fmt::Debug for Spares {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.lock().map_or(0, |s| s.len());
+        write!(f, "Spares({n})")
+    }
 }
 
 impl ChunkStore {
@@ -145,6 +162,7 @@ impl ChunkStore {
             counters: Mutex::new(Counters { usage, reserved: 0 }),
             quarantined: AtomicU64::new(n_quarantined),
             sync,
+            spares: Spares::default(),
         })
     }
 
@@ -348,13 +366,49 @@ impl ChunkStore {
             return Err(GetError::Corrupt { id: *id });
         }
         // Bounded by the limit even if the file grows while it is read.
-        let buf = direct::read_all(&mut file, meta.len() as usize, MAX_CHUNK_SIZE)
-            .map_err(|e| StoreError::io("read", &path, e))?;
+        let buf = direct::read_all(
+            &mut file,
+            meta.len() as usize,
+            MAX_CHUNK_SIZE,
+            self.spare(meta.len()),
+        )
+        .map_err(|e| StoreError::io("read", &path, e))?;
         if buf.len() > MAX_CHUNK_SIZE {
             self.quarantine(&path, id, buf.len() as u64);
             return Err(GetError::Corrupt { id: *id });
         }
         Ok((path, buf))
+    }
+
+    /// Hands back the bytes a [`ChunkStore::get`] or
+    /// [`ChunkStore::get_unverified`] returned, once the caller is done with
+    /// them, so a later read reuses the memory instead of allocating and
+    /// zeroing a new buffer. Bytes still shared, or not from a read, are
+    /// simply dropped.
+    pub fn recycle(&self, bytes: Bytes) {
+        let Ok(buf) = bytes.try_into_mut() else {
+            return;
+        };
+        if buf.capacity() < direct::UNCACHED_MIN || buf.capacity() > MAX_CHUNK_SIZE + direct::ALIGN
+        {
+            return;
+        }
+        let mut spares = self.spares.0.lock().unwrap_or_else(|p| p.into_inner());
+        if spares.len() < SPARE_READ_BUFFERS {
+            spares.push(buf);
+        }
+    }
+
+    /// A spare buffer for a read of `len` bytes, if the read goes direct.
+    fn spare(&self, len: u64) -> Option<BytesMut> {
+        if len < direct::UNCACHED_MIN as u64 {
+            return None;
+        }
+        self.spares
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
     }
 
     /// Whether the chunk is stored (a metadata lookup; the bytes are not checked).
