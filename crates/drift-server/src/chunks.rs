@@ -357,6 +357,7 @@ pub(crate) async fn fetch_sealed(shared: &Arc<Shared>, id: ChunkId) -> Result<By
             Err(e) => saw_corrupt |= fetch_failed(&conn, id, &e).await,
         }
     }
+    shared.suspect(id);
     Err(if saw_corrupt {
         Missing::Corrupt
     } else {
@@ -457,6 +458,7 @@ pub(crate) async fn read_plain(
             }
         }
     }
+    shared.suspect(id);
     Err(if saw_corrupt {
         crate::GetError::Corrupt { chunk: id }
     } else {

@@ -22,10 +22,9 @@ pub(crate) struct RepairReport {
     pub pushed: u64,
     pub under_replicated: u64,
     pub collected: u64,
-    /// Quarantined live chunks fetched again from a good copy.
+    /// Quarantined or suspect live chunks a good copy was found of.
     pub recovered: u64,
-    /// Quarantined live chunks this node should hold that no reachable node
-    /// had a good copy of.
+    /// Quarantined or suspect live chunks no reachable node had a good copy of.
     pub missing: u64,
 }
 
@@ -95,7 +94,7 @@ pub(crate) async fn repair_pass(shared: &Arc<Shared>) -> RepairReport {
     let live = live_chunks(shared).await;
     // Without the full live set, last pass's count stands.
     if let Some(live) = &live {
-        (report.recovered, report.missing) = recover_quarantined(shared, live).await;
+        (report.recovered, report.missing) = recheck_lost(shared, live).await;
         shared.missing.store(report.missing, Ordering::Relaxed);
     }
     let store = shared.chunks.clone();
@@ -156,45 +155,62 @@ pub(crate) async fn repair_pass(shared: &Arc<Shared>) -> RepairReport {
     report
 }
 
-/// Fetches a verified copy of every live chunk this node quarantined, should
-/// hold, and holds no more. Holders' pushes would bring most of them back
-/// too, but only this node knows to look for the ones no holder has left,
-/// so it can report them. Returns (fetched again, no good copy anywhere).
-async fn recover_quarantined(shared: &Arc<Shared>, live: &HashSet<ChunkId>) -> (u64, u64) {
+/// Looks again for a good copy of every live chunk this node quarantined and
+/// should hold, and of every chunk a read here found none of (suspects). A
+/// chunk this node should hold is kept: holders' pushes would bring most back
+/// too, but only this node knows to look for the ones no holder has left, so
+/// it can report them. Returns (found again, still without a good copy).
+async fn recheck_lost(shared: &Arc<Shared>, live: &HashSet<ChunkId>) -> (u64, u64) {
+    let suspects = std::mem::take(&mut *shared.suspects.lock().unwrap_or_else(|p| p.into_inner()));
     let store = shared.chunks.clone();
-    let gone: Vec<ChunkId> = match blocking(move || {
-        store
-            .quarantined_ids()
-            .map(|ids| ids.into_iter().filter(|id| !store.has(id)).collect())
+    let listed = blocking(move || {
+        let quarantined = store.quarantined_ids()?;
+        let absent = |ids: Vec<ChunkId>| -> Vec<ChunkId> {
+            ids.into_iter().filter(|id| !store.has(id)).collect()
+        };
+        Ok::<_, drift_store::StoreError>((
+            absent(quarantined),
+            absent(suspects.into_iter().collect()),
+        ))
     })
-    .await
-    {
-        Ok(Ok(ids)) => ids,
+    .await;
+    let (quarantined, suspects) = match listed {
+        Ok(Ok(lists)) => lists,
         Ok(Err(e)) => {
             tracing::warn!("cannot list the quarantine: {e}");
             return (0, 0);
         }
         Err(_) => return (0, 0),
     };
-    let (mut recovered, mut missing) = (0, 0);
-    for id in gone {
+    let suspects: HashSet<ChunkId> = suspects.into_iter().collect();
+    let mut todo: Vec<(ChunkId, bool)> = suspects.iter().map(|id| (*id, true)).collect();
+    todo.extend(
+        quarantined
+            .into_iter()
+            .filter(|id| !suspects.contains(id))
+            .map(|id| (id, false)),
+    );
+    let (mut found, mut missing) = (0, 0);
+    for (id, suspect) in todo {
         if !live.contains(&id) {
             continue;
         }
         let (ranked, r) = placement(shared, &id);
-        if !ranked.iter().take(r).any(|n| *n == shared.me) {
+        let replica = ranked.iter().take(r).any(|n| *n == shared.me);
+        if !replica && !suspect {
             continue;
         }
-        // As a replica of it, this node keeps the fetched copy.
+        // As a replica of it, this node keeps the copy it fetches.
         match chunks::fetch_sealed(shared, id).await {
-            Ok(_) => recovered += 1,
+            Ok(_) => found += 1,
             Err(_) => {
                 tracing::warn!(chunk = %id, "no reachable node has a good copy of a live chunk");
                 missing += 1;
+                // fetch_sealed noted it as a suspect again, for the next pass.
             }
         }
     }
-    (recovered, missing)
+    (found, missing)
 }
 
 async fn push(shared: &Arc<Shared>, peer: PeerId, id: ChunkId) -> bool {

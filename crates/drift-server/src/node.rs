@@ -1,6 +1,6 @@
 //! The node: its shared state, start-up, shutdown and public API.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -30,6 +30,8 @@ const MAX_INDEX_BATCH: usize = 256;
 
 /// Small chunks sharing one pair of durability barriers, at most.
 const MAX_CHUNK_BATCH: usize = 256;
+/// Most chunks [`Shared::suspect`] remembers between repair passes.
+const MAX_SUSPECTS: usize = 4096;
 
 /// State shared by the node's tasks. Locks are std mutexes, never held across an await.
 pub(crate) struct Shared {
@@ -49,9 +51,12 @@ pub(crate) struct Shared {
     pub index_generation: AtomicU64,
     pub digest_cache: Mutex<Option<(u64, [u8; 32], u64)>>,
     pub under_replicated: AtomicU64,
-    /// Live chunks this node should hold but quarantined, with no good copy
-    /// on any reachable node at the last repair pass.
+    /// Live chunks with no good copy on any reachable node at the last repair
+    /// pass: ones this node quarantined and should hold, and ones a read here
+    /// found no good copy of (`suspects`).
     pub missing: AtomicU64,
+    /// Chunks a read found no good copy of, checked again by the next repair pass.
+    pub suspects: Mutex<HashSet<ChunkId>>,
     /// Chunks seen unreferenced, and since when (the GC grace clock).
     pub gc_candidates: Mutex<HashMap<ChunkId, Instant>>,
     /// Data chunk ids listed by indirect manifests, by their parts (see `maintenance`).
@@ -80,6 +85,16 @@ impl Shared {
             for id in ids {
                 candidates.remove(id);
             }
+        }
+    }
+
+    /// Notes a chunk no copy of which could be read, for the next repair
+    /// pass to check again (and count, if it is still missing). Bounded: past
+    /// `MAX_SUSPECTS`, more are not noted until the pass has drained them.
+    pub fn suspect(&self, id: ChunkId) {
+        let mut suspects = self.suspects.lock().unwrap_or_else(|p| p.into_inner());
+        if suspects.len() < MAX_SUSPECTS {
+            suspects.insert(id);
         }
     }
 
@@ -229,6 +244,7 @@ impl Node {
             digest_cache: Mutex::new(None),
             under_replicated: AtomicU64::new(0),
             missing: AtomicU64::new(0),
+            suspects: Mutex::new(HashSet::new()),
             gc_candidates: Mutex::new(HashMap::new()),
             part_lists: Mutex::new(HashMap::new()),
             wake_repair: Notify::new(),

@@ -70,9 +70,10 @@ pub struct NodeStatus {
     pub under_replicated: u64,
     /// Chunk files found corrupt and moved to quarantine.
     pub quarantined: u64,
-    /// Live chunks this node should hold but found corrupt, for which no
-    /// reachable node had a good copy at the last repair pass: the files
-    /// they belong to cannot be read until one comes back (a node returns,
-    /// or the same content is stored again).
+    /// Live chunks no reachable node had a good copy of at the last repair
+    /// pass, among those this node quarantined and should hold and those a
+    /// read through this node could not find: the files they belong to
+    /// cannot be read until a copy comes back (a node returns, or the same
+    /// content is stored again).
     pub missing: u64,
 }
