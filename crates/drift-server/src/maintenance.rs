@@ -164,23 +164,18 @@ async fn recheck_lost(shared: &Arc<Shared>, live: &HashSet<ChunkId>) -> (u64, u6
     let suspects = std::mem::take(&mut *shared.suspects.lock().unwrap_or_else(|p| p.into_inner()));
     let store = shared.chunks.clone();
     let listed = blocking(move || {
-        let quarantined = store.quarantined_ids()?;
+        let quarantined = store.quarantined_ids().unwrap_or_else(|e| {
+            tracing::warn!("cannot list the quarantine: {e}");
+            Vec::new()
+        });
         let absent = |ids: Vec<ChunkId>| -> Vec<ChunkId> {
             ids.into_iter().filter(|id| !store.has(id)).collect()
         };
-        Ok::<_, drift_store::StoreError>((
-            absent(quarantined),
-            absent(suspects.into_iter().collect()),
-        ))
+        (absent(quarantined), absent(suspects.into_iter().collect()))
     })
     .await;
-    let (quarantined, suspects) = match listed {
-        Ok(Ok(lists)) => lists,
-        Ok(Err(e)) => {
-            tracing::warn!("cannot list the quarantine: {e}");
-            return (0, 0);
-        }
-        Err(_) => return (0, 0),
+    let Ok((quarantined, suspects)) = listed else {
+        return (0, 0);
     };
     let suspects: HashSet<ChunkId> = suspects.into_iter().collect();
     let mut todo: Vec<(ChunkId, bool)> = suspects.iter().map(|id| (*id, true)).collect();
@@ -204,7 +199,7 @@ async fn recheck_lost(shared: &Arc<Shared>, live: &HashSet<ChunkId>) -> (u64, u6
         match chunks::fetch_sealed(shared, id).await {
             Ok(_) => found += 1,
             Err(_) => {
-                tracing::warn!(chunk = %id, "no reachable node has a good copy of a live chunk");
+                tracing::debug!(chunk = %id, "no reachable node has a good copy of a live chunk");
                 missing += 1;
                 // fetch_sealed noted it as a suspect again, for the next pass.
             }
@@ -265,12 +260,17 @@ pub(crate) async fn run_repair(shared: Arc<Shared>) {
     let every = shared.config.repair_interval;
     periodically(&shared, every, Some(&shared.wake_repair), || async {
         let r = repair_pass(&shared).await;
-        if r.pushed + r.collected + r.recovered + r.missing > 0 {
+        if r.missing > 0 {
+            tracing::warn!(
+                missing = r.missing,
+                "live chunks have no good copy on any reachable node: their files cannot be read"
+            );
+        }
+        if r.pushed + r.collected + r.recovered > 0 {
             tracing::info!(
                 pushed = r.pushed,
                 collected = r.collected,
                 recovered = r.recovered,
-                missing = r.missing,
                 under_replicated = r.under_replicated,
                 "repair pass"
             );

@@ -70,7 +70,9 @@ struct Counters {
 /// A content-addressed store of sealed chunks under `<data>/chunks/`.
 ///
 /// Every method takes `&self`; the store is `Send + Sync` and is meant to be
-/// shared between threads. It never sees plaintext: chunks arrive sealed.
+/// shared between threads. It never sees plaintext: chunks arrive sealed (a
+/// read buffer handed back with [`ChunkStore::recycle`] may hold what its
+/// caller decrypted in it, which the next read only overwrites).
 #[derive(Debug)]
 pub struct ChunkStore {
     chunks: PathBuf,
@@ -464,9 +466,8 @@ impl ChunkStore {
         self.quarantined.load(Ordering::Relaxed)
     }
 
-    /// The chunks that have a file in quarantine, each once, in no
-    /// particular order (a chunk stored again since is listed too: check
-    /// [`ChunkStore::has`]). Files not named by [`ChunkStore::quarantine`]
+    /// The chunks that have a file in quarantine, each once, sorted (a
+    /// chunk stored again since is listed too: check [`ChunkStore::has`]). Files not named by [`ChunkStore::quarantine`]
     /// are skipped.
     pub fn quarantined_ids(&self) -> Result<Vec<ChunkId>, StoreError> {
         let dir = fs::read_dir(&self.quarantine)
