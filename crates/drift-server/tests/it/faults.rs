@@ -164,12 +164,16 @@ fn flip_a_byte(file: &std::path::Path) {
     std::fs::write(file, b).unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn bad_copies_served_to_a_reader_are_reported_and_quarantined() {
-    // Serving nodes send chunks without hashing them; the reader checks.
-    let c = Cluster::start(4, |_| {}).await;
-    let data = bytes(12, 10_000);
-    c.node(0).store("rot", &data[..]).await.unwrap();
+/// Where the one chunk of a small file landed in a four-node cluster (R = 3).
+struct Placed {
+    holders: Vec<usize>,
+    /// The node without a copy.
+    reader: usize,
+    /// The holder a reader asks first.
+    first: usize,
+}
+
+fn placed(c: &Cluster) -> Placed {
     let holders: Vec<usize> = (0..4)
         .filter(|&i| !chunk_files(c.dirs[i].path()).is_empty())
         .collect();
@@ -185,6 +189,20 @@ async fn bad_copies_served_to_a_reader_are_reported_and_quarantined() {
     let ids: Vec<_> = (0..4).map(|i| c.node(i).id()).collect();
     let first = drift_server::placement::rank(&id, &ids)[0];
     let first = (0..4).find(|&i| ids[i] == first).unwrap();
+    Placed {
+        holders,
+        reader,
+        first,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_copies_served_to_a_reader_are_reported_and_quarantined() {
+    // Serving nodes send chunks without hashing them; the reader checks.
+    let c = Cluster::start(4, |_| {}).await;
+    let data = bytes(12, 10_000);
+    c.node(0).store("rot", &data[..]).await.unwrap();
+    let Placed { reader, first, .. } = placed(&c);
 
     // The replica the reader asks first has rotted: the read goes around it,
     // and that replica learns its copy is bad.
@@ -221,21 +239,11 @@ async fn a_chunk_with_no_good_copy_left_is_reported_until_it_is_stored_again() {
     let c = Cluster::start(4, |_| {}).await;
     let data = bytes(13, 30_000);
     c.node(0).store("lost", &data[..]).await.unwrap();
-    let holders: Vec<usize> = (0..4)
-        .filter(|&i| !chunk_files(c.dirs[i].path()).is_empty())
-        .collect();
-    assert_eq!(holders.len(), 3, "one chunk, three replicas");
-    let reader = (0..4).find(|i| !holders.contains(i)).unwrap();
-    let id: drift_crypto::ChunkId = chunk_files(c.dirs[holders[0]].path())[0]
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let ids: Vec<_> = (0..4).map(|i| c.node(i).id()).collect();
-    let first = drift_server::placement::rank(&id, &ids)[0];
-    let first = (0..4).find(|&i| ids[i] == first).unwrap();
+    let Placed {
+        holders,
+        reader,
+        first,
+    } = placed(&c);
 
     // The copy a reader elsewhere gets first has rotted: its holder
     // quarantines it when told, and its own next repair pass fetches a good
@@ -290,11 +298,9 @@ async fn a_chunk_whose_holders_are_all_down_is_reported_until_one_returns() {
     let mut c = Cluster::start(4, |_| {}).await;
     let data = bytes(14, 20_000);
     c.node(0).store("away", &data[..]).await.unwrap();
-    let holders: Vec<usize> = (0..4)
-        .filter(|&i| !chunk_files(c.dirs[i].path()).is_empty())
-        .collect();
-    assert_eq!(holders.len(), 3, "one chunk, three replicas");
-    let reader = (0..4).find(|i| !holders.contains(i)).unwrap();
+    let Placed {
+        holders, reader, ..
+    } = placed(&c);
     for &i in &holders {
         c.stop(i).await;
     }
