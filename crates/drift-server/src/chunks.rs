@@ -209,13 +209,14 @@ enum Running {
 /// says (still in the cache, which makes the hash markedly cheaper than
 /// hashing the whole chunk afterwards); bytes that fail are [`BAD_COPY`].
 pub(crate) async fn recv_chunk(
+    shared: &Shared,
     s: &mut Stream<Msg>,
     id: ChunkId,
     len: usize,
     check: Check,
 ) -> Result<Bytes, String> {
     // Aligned, so the store can write it to disk directly.
-    let mut buf = drift_store::aligned_buffer(len);
+    let mut buf = shared.chunks.receive_buffer(len);
     let mut running = match check {
         Check::Id => Running::Id(ChunkId::hasher()),
         Check::Digest(d) => Running::Digest(Box::new(TransferDigest::hasher()), d),
@@ -259,6 +260,7 @@ pub(crate) async fn recv_chunk(
 /// Fetches a sealed chunk from a peer; with `check_id`, checks it against its
 /// id (without, the caller authenticates it by opening it).
 async fn get_remote(
+    shared: &Shared,
     conn: &Connection<Msg>,
     id: ChunkId,
     check_id: bool,
@@ -277,7 +279,7 @@ async fn get_remote(
         return Err(format!("peer announced a {len}-byte chunk, over the limit"));
     }
     let check = if check_id { Check::Id } else { Check::Nothing };
-    recv_chunk(&mut s, id, len, check).await.map(Some)
+    recv_chunk(shared, &mut s, id, len, check).await.map(Some)
 }
 
 /// How a fetch reports a copy whose bytes are not the chunk's.
@@ -346,7 +348,7 @@ pub(crate) async fn fetch_sealed(shared: &Arc<Shared>, id: ChunkId) -> Result<By
     }
     let (conns, i_hold_it) = sources(shared, &id);
     for conn in conns {
-        match get_remote(&conn, id, true).await {
+        match get_remote(shared, &conn, id, true).await {
             Ok(Some(sealed)) => {
                 if i_hold_it || saw_corrupt {
                     keep_copy(shared, id, sealed.clone()).await;
@@ -437,7 +439,7 @@ pub(crate) async fn read_plain(
     let (conns, i_hold_it) = sources(shared, &id);
     let repair = i_hold_it || saw_corrupt;
     for conn in conns {
-        let sealed = match get_remote(&conn, id, repair).await {
+        let sealed = match get_remote(shared, &conn, id, repair).await {
             Ok(Some(sealed)) => sealed,
             Ok(None) => continue,
             Err(e) => {

@@ -148,7 +148,7 @@ async fn put_chunk(
         .await;
     }
     // The bytes are hashed as they arrive; only bytes that pass are stored.
-    let sealed = match recv_chunk(s, id, len as usize, check).await {
+    let sealed = match recv_chunk(shared, s, id, len as usize, check).await {
         Ok(b) => b,
         Err(e) if e == BAD_COPY => return reply(s, failed(FailKind::Corrupt, e)).await,
         Err(e) => return reply(s, failed(FailKind::BadRequest, e)).await,

@@ -383,9 +383,11 @@ impl ChunkStore {
     }
 
     /// Hands back the bytes a [`ChunkStore::get`] or
-    /// [`ChunkStore::get_unverified`] returned, once the caller is done with
-    /// them, so a later read reuses the memory instead of allocating and
-    /// zeroing a new buffer. Bytes still shared, or not from a read, are
+    /// [`ChunkStore::get_unverified`] returned, or a
+    /// [`ChunkStore::receive_buffer`] was filled with, once the caller is done
+    /// with them, so a later read or receive reuses the memory instead of
+    /// allocating (and, for a read, zeroing) a new buffer. Bytes still
+    /// shared, or too small or too large to be a chunk read directly, are
     /// simply dropped.
     pub fn recycle(&self, bytes: Bytes) {
         let Ok(buf) = bytes.try_into_mut() else {
@@ -398,6 +400,20 @@ impl ChunkStore {
         let mut spares = self.spares.0.lock().unwrap_or_else(|p| p.into_inner());
         if spares.len() < SPARE_READ_BUFFERS {
             spares.push(buf);
+        }
+    }
+
+    /// An empty buffer with room for `len` bytes, aligned for direct I/O
+    /// (as [`aligned_buffer`](crate::aligned_buffer) makes), to receive a chunk into: a
+    /// spare one (see [`ChunkStore::recycle`]) for a chunk large enough to be
+    /// read and written directly, else a new one.
+    pub fn receive_buffer(&self, len: usize) -> BytesMut {
+        match self.spare(len as u64) {
+            Some(mut b) if b.capacity() >= len && direct::is_aligned(&b) => {
+                b.clear();
+                b
+            }
+            _ => direct::aligned_buffer(len),
         }
     }
 

@@ -48,7 +48,7 @@ pub fn aligned_buffer(len: usize) -> BytesMut {
     buf
 }
 
-fn is_aligned(bytes: &[u8]) -> bool {
+pub(crate) fn is_aligned(bytes: &[u8]) -> bool {
     (bytes.as_ptr() as usize).is_multiple_of(ALIGN)
 }
 

@@ -409,3 +409,34 @@ fn large_chunks_round_trip_and_page_cache_changes_are_seen() {
     assert!(matches!(store.get(&id), Err(GetError::Corrupt { .. })));
     assert_eq!(store.quarantined(), 1);
 }
+
+#[test]
+fn read_buffers_handed_back_are_reused_for_reads_and_receives() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ChunkStore::open(dir.path()).unwrap();
+    let (id, bytes) = sealed(&vec![5u8; 1 << 20]);
+    store.put(&id, &bytes).unwrap();
+    let first = store.get(&id).unwrap().freeze();
+    let at = first.as_ptr();
+    store.recycle(first);
+    // The next read returns the right bytes, whatever memory it used.
+    let again = store.get(&id).unwrap().freeze();
+    assert_eq!(again, bytes);
+    let reused = again.as_ptr() == at; // where direct I/O works
+    // A receive buffer comes back empty, aligned and large enough: the
+    // memory a read handed back, if it could be read into directly.
+    store.recycle(again);
+    let buf = store.receive_buffer(bytes.len());
+    assert!(buf.is_empty() && buf.capacity() >= bytes.len());
+    assert_eq!(buf.as_ptr() as usize % drift_store::ALIGN, 0);
+    if reused {
+        assert_eq!(buf.as_ptr(), at, "the spare is reused for a receive");
+    }
+    // Bytes still in use elsewhere are never handed out again.
+    let shared = store.get(&id).unwrap().freeze();
+    let keep = shared.clone();
+    store.recycle(shared);
+    assert_ne!(store.receive_buffer(bytes.len()).as_ptr(), keep.as_ptr());
+    // Small chunks get their own small buffer.
+    assert!(store.receive_buffer(4096).capacity() < 64 * 1024);
+}
