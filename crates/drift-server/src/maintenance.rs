@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use drift_crypto::ChunkId;
 use drift_p2p::PeerId;
@@ -92,11 +92,6 @@ async fn peer_has(shared: &Arc<Shared>, peer: PeerId, ids: &[ChunkId]) -> Option
 pub(crate) async fn repair_pass(shared: &Arc<Shared>) -> RepairReport {
     let mut report = RepairReport::default();
     let live = live_chunks(shared).await;
-    // Without the full live set, last pass's count stands.
-    if let Some(live) = &live {
-        (report.recovered, report.missing) = recheck_lost(shared, live).await;
-        shared.missing.store(report.missing, Ordering::Relaxed);
-    }
     let store = shared.chunks.clone();
     let local: Vec<ChunkId> =
         match blocking(move || store.ids().filter_map(Result::ok).collect()).await {
@@ -152,8 +147,19 @@ pub(crate) async fn repair_pass(shared: &Arc<Shared>) -> RepairReport {
         report.collected = collect(shared, dead).await;
     }
     expire_tombstones(shared).await;
+    // Last, so a slow search cannot delay the pushes above. Without the full
+    // live set, last pass's count stands.
+    if let Some(live) = &live {
+        (report.recovered, report.missing) = recheck_lost(shared, live).await;
+        shared.missing.store(report.missing, Ordering::Relaxed);
+    }
     report
 }
+
+/// Longest a repair pass spends looking for copies of lost chunks (each
+/// fetch can wait for a request timeout per peer); what is left is counted
+/// missing and looked for again at the next pass.
+const RECHECK_BUDGET: Duration = Duration::from_secs(20);
 
 /// Looks again for a good copy of every live chunk this node quarantined and
 /// should hold, and of every chunk a read here found none of (suspects). A
@@ -185,23 +191,30 @@ async fn recheck_lost(shared: &Arc<Shared>, live: &HashSet<ChunkId>) -> (u64, u6
             .filter(|id| !suspects.contains(id))
             .map(|id| (id, false)),
     );
+    let is_replica = |id: &ChunkId| {
+        let (ranked, r) = placement(shared, id);
+        ranked.iter().take(r).any(|n| *n == shared.me)
+    };
+    let wanted: Vec<ChunkId> = todo
+        .into_iter()
+        .filter(|(id, suspect)| live.contains(id) && (*suspect || is_replica(id)))
+        .map(|(id, _)| id)
+        .collect();
+    let deadline = tokio::time::Instant::now() + RECHECK_BUDGET;
     let (mut found, mut missing) = (0, 0);
-    for (id, suspect) in todo {
-        if !live.contains(&id) {
-            continue;
-        }
-        let (ranked, r) = placement(shared, &id);
-        let replica = ranked.iter().take(r).any(|n| *n == shared.me);
-        if !replica && !suspect {
-            continue;
-        }
+    for id in wanted {
         // As a replica of it, this node keeps the copy it fetches.
-        match chunks::fetch_sealed(shared, id).await {
-            Ok(_) => found += 1,
-            Err(_) => {
+        match tokio::time::timeout_at(deadline, chunks::fetch_sealed(shared, id)).await {
+            Ok(Ok(_)) => found += 1,
+            Ok(Err(_)) => {
                 tracing::debug!(chunk = %id, "no reachable node has a good copy of a live chunk");
                 missing += 1;
                 // fetch_sealed noted it as a suspect again, for the next pass.
+            }
+            Err(_) => {
+                // Out of time: not found yet, so missing until a pass finds it.
+                missing += 1;
+                shared.suspect(id);
             }
         }
     }
