@@ -184,21 +184,20 @@ async fn recheck_lost(shared: &Arc<Shared>, live: &HashSet<ChunkId>) -> (u64, u6
         return (0, 0);
     };
     let suspects: HashSet<ChunkId> = suspects.into_iter().collect();
-    let mut todo: Vec<(ChunkId, bool)> = suspects.iter().map(|id| (*id, true)).collect();
-    todo.extend(
-        quarantined
-            .into_iter()
-            .filter(|id| !suspects.contains(id))
-            .map(|id| (id, false)),
-    );
     let is_replica = |id: &ChunkId| {
         let (ranked, r) = placement(shared, id);
         ranked.iter().take(r).any(|n| *n == shared.me)
     };
-    let wanted: Vec<ChunkId> = todo
-        .into_iter()
-        .filter(|(id, suspect)| live.contains(id) && (*suspect || is_replica(id)))
-        .map(|(id, _)| id)
+    // Every live suspect; a live quarantined chunk only if this node should hold it.
+    let wanted: Vec<ChunkId> = suspects
+        .iter()
+        .copied()
+        .filter(|id| live.contains(id))
+        .chain(
+            quarantined
+                .into_iter()
+                .filter(|id| live.contains(id) && !suspects.contains(id) && is_replica(id)),
+        )
         .collect();
     let deadline = tokio::time::Instant::now() + RECHECK_BUDGET;
     let (mut found, mut missing) = (0, 0);
