@@ -195,7 +195,9 @@ fn bench(plan: Plan) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(async {
+    // The clients run as a task on the runtime's workers, as in the `drift`
+    // binary, not in `block_on` on this thread.
+    let body = rt.spawn(async move {
         // A skipped section's reference is NaN, which leaves its ratios blank.
         let (mut single_put, mut single_get) = (f64::NAN, f64::NAN);
         if ctx.plan.runs("single") {
@@ -210,8 +212,9 @@ fn bench(plan: Plan) -> Result<()> {
             println!("four nodes, R = 3, get through a node without a copy…");
             remote_get(&mut ctx, single_get, &mut rows).await?;
         }
-        anyhow::Ok(())
-    })?;
+        anyhow::Ok((ctx, rows))
+    });
+    let (ctx, rows) = rt.block_on(body).context("the bench's task stopped")??;
     drop(rt);
 
     let header = format!(
