@@ -1,5 +1,6 @@
 //! Reference figures measured in the same run: the primitives a chunk passes
-//! through, memcpy, loopback TCP and fsynced writes.
+//! through, the transport's cipher, memcpy, loopback TCP (its speed and its
+//! CPU) and fsynced writes.
 
 use std::hint::black_box;
 use std::io::Write;
@@ -20,6 +21,8 @@ type Aes256Ctr = ctr::Ctr128BE<aes::Aes256>;
 const MB: f64 = 1e6;
 /// Primitives run over a 1 MiB buffer (a chunk), as drift's seal does.
 const BUF: usize = 1 << 20;
+/// The largest transport frame's payload (a Noise message is at most 64 KiB).
+const FRAME: usize = 64 * 1024 - 16;
 
 /// The one-core figures the pipeline limits are derived from, in MB/s.
 #[derive(Debug, Clone, Copy)]
@@ -86,6 +89,23 @@ pub fn measure(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Result<Primitiv
             black_box(blake3::keyed_hash(&[9u8; 32], black_box(&buf)));
         })
     });
+    // drift-p2p seals each frame (up to 64 KiB) in place with ring's AES-256-GCM.
+    let gcm = runs(plan, || {
+        let key = ring::aead::LessSafeKey::new(
+            ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, &[5u8; 32])
+                .expect("a 32-byte key suits AES-256-GCM"),
+        );
+        let mut frame = buf[..FRAME].to_vec();
+        rate(t, FRAME, || {
+            let nonce = ring::aead::Nonce::assume_unique_for_key([0u8; 12]);
+            black_box(key.seal_in_place_separate_tag(
+                nonce,
+                ring::aead::Aad::empty(),
+                black_box(&mut frame),
+            ))
+            .ok();
+        })
+    });
     let keys = drift_crypto::ClusterSecret::from_bytes([3; 32]).keys();
     let seal = runs(plan, || {
         let mut b = buf.clone();
@@ -102,7 +122,9 @@ pub fn measure(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Result<Primitiv
             black_box(&mut dst);
         })
     });
-    let tcp = runs(plan, || tcp_loopback(plan.tcp_bytes).unwrap_or(f64::NAN));
+    let (tcp, tcp_cpu): (Vec<f64>, Vec<f64>) = (0..plan.ref_runs)
+        .map(|_| tcp_loopback(plan.tcp_bytes).unwrap_or((f64::NAN, f64::NAN)))
+        .unzip();
     let probe = work.join("fsync-probe");
     let mut fsync = Vec::new();
     for _ in 0..plan.ref_runs {
@@ -134,11 +156,21 @@ pub fn measure(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Result<Primitiv
             .samples(seal)
             .against("one-core pipeline", p.one_core_pipeline()),
     );
+    rows.push(
+        Row::new(S, "AES-256-GCM seal (ring), one core, 64 KiB in place", mb)
+            .samples(gcm)
+            .note("the transport's frame cipher"),
+    );
     rows.push(Row::new(S, "memcpy, 64 MiB buffers", mb).samples(memcpy));
     rows.push(
         Row::new(S, "loopback TCP, tokio multi-thread, one connection", mb)
             .samples(tcp)
             .note(format!("{} MiB per run", plan.tcp_bytes >> 20)),
+    );
+    rows.push(
+        Row::new(S, "loopback TCP CPU, sender and receiver together", "CPU-ms/MiB")
+            .samples(tcp_cpu)
+            .note("this process's user+sys time over the same runs: what one hop costs, before any crypto"),
     );
     rows.push(
         Row::new(S, "write + fsync, one file", mb)
@@ -167,8 +199,10 @@ pub fn measure(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Result<Primitiv
 }
 
 /// One TCP connection on 127.0.0.1 moving `bytes` between two tasks of a
-/// two-worker multi-thread runtime.
-fn tcp_loopback(bytes: usize) -> Result<f64> {
+/// two-worker multi-thread runtime; returns MB/s and the CPU time this
+/// process spent per MiB moved (both ends; nothing else runs meanwhile).
+fn tcp_loopback(bytes: usize) -> Result<(f64, f64)> {
+    let tick = super::cluster::ticks_per_sec();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -192,6 +226,7 @@ fn tcp_loopback(bytes: usize) -> Result<f64> {
         let mut s = tokio::net::TcpStream::connect(addr).await?;
         s.set_nodelay(true)?;
         let buf = vec![5u8; 256 * 1024];
+        let cpu0 = super::cluster::own_cpu_ticks()?;
         let start = Instant::now();
         let mut sent = 0;
         while sent < bytes {
@@ -201,7 +236,10 @@ fn tcp_loopback(bytes: usize) -> Result<f64> {
         s.shutdown().await?;
         drop(s);
         let got = reader.await??;
-        Ok(got as f64 / start.elapsed().as_secs_f64() / MB)
+        let secs = start.elapsed().as_secs_f64();
+        let cpu = (super::cluster::own_cpu_ticks()? - cpu0) as f64 / tick;
+        let mib = got as f64 / (1u64 << 20) as f64;
+        Ok((got as f64 / secs / MB, cpu * 1000.0 / mib))
     })
 }
 
