@@ -237,9 +237,11 @@ fn tcp_loopback(bytes: usize) -> Result<(f64, f64)> {
         drop(s);
         let got = reader.await??;
         let secs = start.elapsed().as_secs_f64();
-        let cpu = (super::cluster::own_cpu_ticks()? - cpu0) as f64 / tick;
-        let mib = got as f64 / (1u64 << 20) as f64;
-        Ok((got as f64 / secs / MB, cpu * 1000.0 / mib))
+        let cpu = super::cluster::own_cpu_ticks()? - cpu0;
+        Ok((
+            got as f64 / secs / MB,
+            super::ms_per_mib(cpu, tick, got as u64),
+        ))
     })
 }
 
