@@ -1,10 +1,10 @@
 //! Reference figures measured in the same run: the primitives a chunk passes
 //! through, the transport's cipher, memcpy, loopback TCP (its speed and its
-//! CPU) and fsynced writes.
+//! CPU), fsynced writes and direct reads of chunk-sized files.
 
 use std::hint::black_box;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use aes::cipher::{KeyIvInit, StreamCipher};
@@ -23,6 +23,8 @@ const MB: f64 = 1e6;
 const BUF: usize = 1 << 20;
 /// The largest transport frame's payload (a Noise message is at most 64 KiB).
 const FRAME: usize = 64 * 1024 - 16;
+/// Chunk reads a get keeps in flight (the node's default pipeline depth).
+const READERS: usize = 8;
 
 /// The one-core figures the pipeline limits are derived from, in MB/s.
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +33,8 @@ pub struct Primitives {
     pub aes: f64,
     pub blake3: f64,
     pub fsync_write: f64,
+    /// 1 MiB files read back with direct I/O, as a get reads chunks.
+    pub direct_read: f64,
 }
 
 impl Primitives {
@@ -44,9 +48,10 @@ impl Primitives {
         (2.0 * self.one_core_pipeline()).min(self.fsync_write)
     }
 
-    /// Opening uses the same three primitives and writes nothing.
+    /// The put limit's match for a get: opening uses the same three
+    /// primitives, and its chunks come off the disk (read, not written).
     pub fn get_limit(&self) -> f64 {
-        2.0 * self.one_core_pipeline()
+        (2.0 * self.one_core_pipeline()).min(self.direct_read)
     }
 }
 
@@ -130,9 +135,15 @@ pub fn measure(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Result<Primitiv
     for _ in 0..plan.ref_runs {
         fsync.push(fsync_write(&probe, plan.fsync_bytes)?);
     }
-    let mut chunk_fsync = Vec::new();
+    let (mut chunk_fsync, mut direct_read) = (Vec::new(), Vec::new());
     for _ in 0..plan.ref_runs {
-        chunk_fsync.push(chunk_files_fsync(&probe, plan.fsync_bytes)?);
+        let (rate, files) = chunk_files_fsync(&probe, plan.fsync_bytes)?;
+        chunk_fsync.push(rate);
+        let read = direct_read_files(&files, READERS);
+        for f in &files {
+            let _ = std::fs::remove_file(f);
+        }
+        direct_read.push(read?);
     }
     let _ = std::fs::remove_dir_all(&probe);
 
@@ -141,6 +152,7 @@ pub fn measure(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Result<Primitiv
         aes: super::report::median(&aes),
         blake3: super::report::median(&blake3),
         fsync_write: super::report::median(&fsync),
+        direct_read: super::report::median(&direct_read),
     };
     let mb = "MB/s";
     rows.push(Row::new(S, "SHA-1, one core, 1 MiB buffer", mb).samples(sha1));
@@ -186,14 +198,25 @@ pub fn measure(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Result<Primitiv
             .note("what a chunk store that fsyncs every chunk can reach"),
     );
     rows.push(
+        Row::new(S, "1 MiB files, direct read", mb)
+            .samples(direct_read)
+            .note(format!(
+                "the files above, read back as the chunk store reads a chunk, {READERS} at a time (a get's pipeline depth)"
+            )),
+    );
+    rows.push(
         Row::new(S, "put pipeline limit = min(2 × one-core, fsync write)", mb)
             .samples(vec![p.put_limit()])
             .note("issue 8's single-node put reference"),
     );
     rows.push(
-        Row::new(S, "open pipeline limit = 2 × one-core", mb)
-            .samples(vec![p.get_limit()])
-            .note("issue 8's single-node get reference"),
+        Row::new(
+            S,
+            "open pipeline limit = min(2 × one-core, direct read)",
+            mb,
+        )
+        .samples(vec![p.get_limit()])
+        .note("issue 8's single-node get reference"),
     );
     Ok(p)
 }
@@ -268,8 +291,9 @@ fn fsync_write(dir: &Path, bytes: usize) -> Result<f64> {
     Ok(written as f64 / secs / MB)
 }
 
-/// Two threads each writing 1 MiB files, each fsynced before the next.
-fn chunk_files_fsync(dir: &Path, bytes: usize) -> Result<f64> {
+/// Two threads each writing 1 MiB files, each fsynced before the next;
+/// returns MB/s and the files, which the caller deletes.
+fn chunk_files_fsync(dir: &Path, bytes: usize) -> Result<(f64, Vec<PathBuf>)> {
     std::fs::create_dir_all(dir)?;
     let per_thread = bytes / 2 / BUF;
     let start = Instant::now();
@@ -297,10 +321,37 @@ fn chunk_files_fsync(dir: &Path, bytes: usize) -> Result<f64> {
         Ok::<_, anyhow::Error>(())
     })?;
     let secs = start.elapsed().as_secs_f64();
-    for t in 0..2 {
-        for i in 0..per_thread {
-            let _ = std::fs::remove_file(dir.join(format!("c-{t}-{i}")));
-        }
-    }
-    Ok((2 * per_thread * BUF) as f64 / secs / MB)
+    let files = (0..2)
+        .flat_map(|t| (0..per_thread).map(move |i| dir.join(format!("c-{t}-{i}"))))
+        .collect();
+    Ok(((2 * per_thread * BUF) as f64 / secs / MB, files))
+}
+
+/// Reads `files` whole with direct I/O from `readers` threads at once, each
+/// file opened, read and closed as the chunk store does for a get.
+fn direct_read_files(files: &[PathBuf], readers: usize) -> Result<f64> {
+    let start = Instant::now();
+    let bytes = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..readers)
+            .map(|r| {
+                scope.spawn(move || -> Result<usize> {
+                    let mut buf = drift_store::aligned_buffer(BUF);
+                    let mut bytes = 0;
+                    for path in files.iter().skip(r).step_by(readers) {
+                        let file = drift_store::UncachedReader::open(path)?;
+                        file.read_at(0, BUF, &mut buf)?;
+                        bytes += buf.len();
+                    }
+                    Ok(bytes)
+                })
+            })
+            .collect();
+        handles.into_iter().try_fold(0, |sum, h| {
+            let bytes = h
+                .join()
+                .map_err(|_| anyhow::anyhow!("read thread panicked"))??;
+            anyhow::Ok(sum + bytes)
+        })
+    })?;
+    Ok(bytes as f64 / start.elapsed().as_secs_f64() / MB)
 }
