@@ -1,8 +1,8 @@
 //! Storage writes from many tasks, done in batches by one blocking worker.
 //!
 //! The node has two: name-index entry lists, committed in one transaction
-//! per batch, and chunks up to 64 KiB, written with one pair of durability
-//! barriers per batch (`ChunkStore::put_many_id_checked`).
+//! per batch, and chunks up to 64 KiB, written with one durability barrier
+//! per batch (`ChunkStore::put_many_id_checked`).
 //!
 //! Why: every hand-off to the blocking pool wakes a thread and wakes the
 //! runtime again when it is done, and concurrent commits then wait on each

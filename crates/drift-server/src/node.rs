@@ -28,7 +28,7 @@ const META_NODE_KEY: &str = "node_key";
 /// Entry lists committed in one index transaction, at most.
 const MAX_INDEX_BATCH: usize = 256;
 
-/// Small chunks sharing one pair of durability barriers, at most.
+/// Small chunks sharing one durability barrier, at most.
 const MAX_CHUNK_BATCH: usize = 256;
 /// Most chunks [`Shared::suspect`] remembers between repair passes.
 const MAX_SUSPECTS: usize = 4096;

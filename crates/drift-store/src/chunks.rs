@@ -5,8 +5,12 @@
 //!    file in the same directory and made durable before it is renamed into
 //!    place (with `RENAME_NOREPLACE`, or a hard link where that is not
 //!    supported).
-//! 2. When `put` returns, the rename is durable.
-//! 3. A crash leaves at worst a `.tmp-*` file, removed by the next `open`.
+//! 2. When `put` returns, the bytes are durable, under the temp file's name
+//!    (`.tmp-<40 hex>-*`, which names the chunk) or the chunk's own; the
+//!    rename is made durable by the next barrier of any put.
+//! 3. A crash leaves at worst `.tmp-*` files. The next `open` renames into
+//!    place each one whose bytes hash to the id its name carries (a put that
+//!    returned, whose rename the crash lost) and removes the rest.
 //! 4. A file whose bytes no longer hash to its name is never returned; `get`
 //!    moves it to `<data>/quarantine/`.
 //!
@@ -106,8 +110,15 @@ impl ChunkStore {
         ChunkStore::open_with(data_dir, StoreOptions::default())
     }
 
-    /// Opens (creating if needed) the store in `data_dir`: removes temp files
-    /// a crash left behind and counts what is stored.
+    /// Opens (creating if needed) the store in `data_dir`: finishes or
+    /// removes the temp files a crash left behind and counts what is stored.
+    ///
+    /// A `put` returns once its bytes are durable under the temp file's name,
+    /// and the rename to the chunk's name is made durable by the next barrier
+    /// (see [`ChunkStore::put_many_id_checked`]). So a crash may leave an
+    /// acknowledged chunk as a temp file: one whose name carries a chunk id
+    /// and whose bytes hash to it is renamed into place here; any other is
+    /// removed.
     pub fn open_with(data_dir: &Path, opts: StoreOptions) -> Result<ChunkStore, StoreError> {
         let dir = std::path::absolute(data_dir)
             .map_err(|e| StoreError::io("resolve data directory", data_dir, e))?;
@@ -133,6 +144,9 @@ impl ChunkStore {
             .map_err(|e| StoreError::io("write to directory", &chunks, e))?;
 
         let mut usage = StoreUsage::default();
+        // Temp files are dealt with after the walk, which might otherwise
+        // meet a finished one again under its chunk's name.
+        let mut temps = Vec::new();
         let walk = Walk::new(&chunks).map_err(|e| StoreError::io("read", &chunks, e))?;
         for entry in walk {
             match entry.map_err(|(path, e)| StoreError::io("read", &path, e))? {
@@ -144,12 +158,14 @@ impl ChunkStore {
                         usage.bytes += meta.len();
                     }
                 }
-                Entry::Temp(path) => match fs::remove_file(&path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(StoreError::io("remove leftover temp file", &path, e)),
-                },
+                Entry::Temp { path, id } => temps.push((path, id)),
                 Entry::Stray => {}
+            }
+        }
+        for (path, id) in temps {
+            if let Some(len) = finish_temp(&chunks, &path, id, opts.fsync)? {
+                usage.chunks += 1;
+                usage.bytes += len;
             }
         }
         let sync =
@@ -202,8 +218,11 @@ impl ChunkStore {
 
     /// [`ChunkStore::put_id_checked`] for several chunks at once, from one
     /// thread: every temp file is written, one durability barrier covers
-    /// them all, every rename follows, and one more barrier covers the
-    /// renames. A put costs two barriers however many share them. Returns
+    /// them all (their bytes and their names), and every rename follows.
+    /// A put costs one barrier however many share it: it returns before its
+    /// renames are durable, which the next barrier of any put makes them, and
+    /// a crash before that leaves temp files that [`ChunkStore::open_with`]
+    /// finishes. Returns
     /// one result per chunk, in order; the same id twice is stored once. An
     /// error of one chunk (too large, a full disk) fails that chunk alone; a
     /// failed barrier fails every chunk it covered (where `syncfs` is
@@ -222,9 +241,9 @@ impl ChunkStore {
             }
         }
         if self.opts.fsync && !staged.is_empty() {
-            // The shared barrier also covers directories created while
-            // staging; alone, their entries need an fsync of the directories
-            // holding them.
+            // The shared barrier also covers the temp files' names and the
+            // directories created while staging; alone, those entries need an
+            // fsync of the directories holding them.
             let durable = self.sync.barrier(|| {
                 for (_, s) in &staged {
                     if s.new_dirs {
@@ -233,6 +252,7 @@ impl ChunkStore {
                         fanout::sync_dir(&self.chunks)?;
                     }
                     s.temp.as_file().sync_all()?;
+                    fanout::sync_dir(&s.dir)?;
                 }
                 Ok(())
             });
@@ -243,7 +263,6 @@ impl ChunkStore {
                 return results;
             }
         }
-        let mut created: Vec<(usize, PathBuf)> = Vec::new();
         for (i, s) in staged {
             if self.opts.fsync {
                 drop_from_cache(s.temp.as_file(), s.len as usize);
@@ -254,7 +273,6 @@ impl ChunkStore {
                     c.usage.chunks += 1;
                     c.usage.bytes += s.len;
                     drop(c);
-                    created.push((i, s.dir.clone()));
                     results[i] = Ok(true);
                 }
                 // Another `put` of the same chunk won the race: same bytes.
@@ -262,19 +280,6 @@ impl ChunkStore {
                 Err(e) => results[i] = Err(no_space(&s.id, &s.dir, e.error, "rename temp file in")),
             }
             // The reservation drops with `s` here: a created chunk counts as usage now.
-        }
-        if self.opts.fsync && !created.is_empty() {
-            let durable = self.sync.barrier(|| {
-                for (_, dir) in &created {
-                    fanout::sync_dir(dir)?;
-                }
-                Ok(())
-            });
-            if let Err(e) = durable {
-                for (i, dir) in created {
-                    results[i] = Err(StoreError::io("fsync directory", &dir, clone_io(&e)).into());
-                }
-            }
         }
         results
     }
@@ -303,13 +308,13 @@ impl ChunkStore {
         let dir = fanout::fan_dir(&self.chunks, id);
         let mut new_dirs = false;
         let no_space = |e: io::Error, action| no_space(id, &dir, e, action);
-        let mut temp = match self.temp_file(&dir) {
+        let mut temp = match self.temp_file(&dir, id) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.create_fan_dir(&dir)
                     .map_err(|e| no_space(e, "create directory"))?;
                 new_dirs = true;
-                self.temp_file(&dir)
+                self.temp_file(&dir, id)
                     .map_err(|e| no_space(e, "create temp file in"))?
             }
             Err(e) => return Err(no_space(e, "create temp file in")),
@@ -467,7 +472,7 @@ impl ChunkStore {
             .into_iter()
             .chain(walk.into_iter().flatten().filter_map(|entry| match entry {
                 Ok(Entry::Chunk { id, .. }) => Some(Ok(id)),
-                Ok(Entry::Temp(_) | Entry::Stray) => None,
+                Ok(Entry::Temp { .. } | Entry::Stray) => None,
                 Err((path, e)) => Some(Err(StoreError::io("read", &path, e))),
             }))
     }
@@ -534,9 +539,9 @@ impl ChunkStore {
         Ok(Reservation { store: self, len })
     }
 
-    fn temp_file(&self, dir: &Path) -> io::Result<tempfile::NamedTempFile> {
+    fn temp_file(&self, dir: &Path, id: &ChunkId) -> io::Result<tempfile::NamedTempFile> {
         tempfile::Builder::new()
-            .prefix(TEMP_PREFIX)
+            .prefix(&fanout::temp_prefix(id))
             .tempfile_in(dir)
     }
 
@@ -598,6 +603,45 @@ fn clone_io(e: &io::Error) -> io::Error {
     match e.raw_os_error() {
         Some(code) => io::Error::from_raw_os_error(code),
         None => io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
+/// Deals with a temp file a crash left at `path`: renames it into place if
+/// its name says it holds chunk `id` (see [`fanout::temp_prefix`]), its
+/// bytes hash to that id and the chunk is not stored yet, and returns its
+/// length; removes it otherwise. A renamed file is made durable at once if
+/// `fsync`.
+fn finish_temp(
+    chunks: &Path,
+    path: &Path,
+    id: Option<ChunkId>,
+    fsync: bool,
+) -> Result<Option<u64>, StoreError> {
+    if let Some(id) = id {
+        let dest = fanout::chunk_path(chunks, &id);
+        let missing =
+            matches!(fs::symlink_metadata(&dest), Err(e) if e.kind() == io::ErrorKind::NotFound);
+        let whole = fs::symlink_metadata(path)
+            .ok()
+            .filter(|m| m.is_file() && m.len() <= MAX_CHUNK_SIZE as u64)
+            .and_then(|_| fs::read(path).ok())
+            .filter(|bytes| ChunkId::of(bytes) == id);
+        if let Some(bytes) = whole
+            && missing
+        {
+            fs::rename(path, &dest)
+                .map_err(|e| StoreError::io("finish leftover temp file", path, e))?;
+            if fsync {
+                let dir = dest.parent().unwrap_or(chunks);
+                fanout::sync_dir(dir).map_err(|e| StoreError::io("fsync directory", dir, e))?;
+            }
+            return Ok(Some(bytes.len() as u64));
+        }
+    }
+    match fs::remove_file(path) {
+        Ok(()) => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::io("remove leftover temp file", path, e)),
     }
 }
 

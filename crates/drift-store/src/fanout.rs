@@ -1,9 +1,12 @@
 //! The chunk directory's fan-out layout: paths from ids, and a walk over what is on disk.
 //!
 //! ```text
-//! <data>/chunks/<hex[0..2]>/<hex[2..4]>/<40 hex>       a chunk, named by its lowercase SHA-1
-//! <data>/chunks/<hex[0..2]>/<hex[2..4]>/.tmp-<random>  a write in progress (or a crash's leftover)
+//! <data>/chunks/<hex[0..2]>/<hex[2..4]>/<40 hex>                a chunk, named by its lowercase SHA-1
+//! <data>/chunks/<hex[0..2]>/<hex[2..4]>/.tmp-<40 hex>-<random>  a write in progress (or a crash's leftover)
 //! ```
+//!
+//! A temp file names the chunk it holds, so a crash's leftover whose bytes
+//! hash to that id can be finished at open (see `ChunkStore::open_with`).
 //!
 //! Paths are only ever built from a parsed [`ChunkId`], whose hex form has
 //! exactly 40 characters from `0-9a-f`, so no path can leave the chunk directory.
@@ -21,6 +24,17 @@ pub(crate) const TEMP_PREFIX: &str = ".tmp-";
 pub(crate) fn fan_dir(chunks: &Path, id: &ChunkId) -> PathBuf {
     let hex = id.to_hex();
     chunks.join(&hex[0..2]).join(&hex[2..4])
+}
+
+/// How the temp files of a chunk's writes begin: `.tmp-<40 hex>-`.
+pub(crate) fn temp_prefix(id: &ChunkId) -> String {
+    format!("{TEMP_PREFIX}{}-", id.to_hex())
+}
+
+/// The chunk a temp file named `name` holds, if its name says one.
+fn temp_id(name: &str) -> Option<ChunkId> {
+    let (hex, _) = name.strip_prefix(TEMP_PREFIX)?.split_once('-')?;
+    hex.parse::<ChunkId>().ok().filter(|id| id.to_hex() == hex)
 }
 
 /// The file a chunk lives in.
@@ -52,7 +66,12 @@ pub(crate) enum Entry {
         path: PathBuf,
     },
     /// A temporary file: a write in progress, or one a crash left behind.
-    Temp(PathBuf),
+    Temp {
+        /// Its file.
+        path: PathBuf,
+        /// The chunk its name says it holds, if that chunk belongs in this directory.
+        id: Option<ChunkId>,
+    },
     /// Anything else (ignored).
     Stray,
 }
@@ -60,7 +79,11 @@ pub(crate) enum Entry {
 /// Classifies a file named `name` found in `<chunks>/<top>/<mid>/`.
 fn classify(top: &str, mid: &str, name: &str, path: PathBuf) -> Entry {
     if name.starts_with(TEMP_PREFIX) {
-        return Entry::Temp(path);
+        let id = temp_id(name).filter(|id| {
+            let hex = id.to_hex();
+            hex[0..2] == *top && hex[2..4] == *mid
+        });
+        return Entry::Temp { path, id };
     }
     match name.parse::<ChunkId>() {
         // Only the canonical lowercase name in the directory its id maps to
@@ -203,7 +226,20 @@ mod tests {
         ));
         assert!(matches!(
             classify("01", "23", ".tmp-abc", p.clone()),
-            Entry::Temp(_)
+            Entry::Temp { id: None, .. }
+        ));
+        // A temp file names its chunk, which must belong in its directory.
+        let temp = format!(".tmp-{hex}-x1y2z3");
+        assert!(
+            matches!(classify("01", "23", &temp, p.clone()), Entry::Temp { id: Some(id), .. } if id.to_hex() == hex)
+        );
+        assert!(matches!(
+            classify("01", "24", &temp, p.clone()),
+            Entry::Temp { id: None, .. }
+        ));
+        assert!(matches!(
+            classify("01", "23", &format!(".tmp-{upper}-x1"), p.clone()),
+            Entry::Temp { id: None, .. }
         ));
         assert!(matches!(classify("01", "23", "../../x", p), Entry::Stray));
         assert!(
@@ -229,7 +265,10 @@ mod tests {
             .iter()
             .filter(|e| matches!(e, Entry::Chunk { .. }))
             .count();
-        let n_temps = found.iter().filter(|e| matches!(e, Entry::Temp(_))).count();
+        let n_temps = found
+            .iter()
+            .filter(|e| matches!(e, Entry::Temp { .. }))
+            .count();
         assert_eq!((n_chunks, n_temps, found.len()), (1, 1, 3));
         assert_eq!(Walk::new(&dir.path().join("missing")).unwrap().count(), 0);
     }

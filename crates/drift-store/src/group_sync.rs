@@ -2,13 +2,14 @@
 //! write that finished before it started durable, so writers that reach a
 //! barrier together pay for one flush between them.
 //!
-//! Why: a chunk `put` needs two barriers (the temp file's bytes before the
-//! rename, the rename before the ack). Done with `fsync` per file and per
-//! directory, that is about three cache flushes per chunk. On the bench
-//! machine (ext4 without a journal, where every fsync flushes on its own),
-//! 8 threads putting 4 KiB files spent 94 us of CPU per file that way and
-//! 41 us with the barriers shared; 1 MiB chunks spend most of their put
-//! waiting for flushes.
+//! Why: a chunk `put` needs a barrier (its temp file's bytes and name before
+//! the rename and the ack), and done with `fsync` per file and per directory
+//! that is two or three cache flushes per chunk. On the bench machine (ext4
+//! without a journal, where every fsync flushes on its own), 8 threads
+//! putting 4 KiB files spent 94 us of CPU per file with fsyncs and 41 us with
+//! the barriers shared (measured when a put also waited for a second barrier
+//! after its rename); 1 MiB chunks spend most of their put waiting for
+//! flushes.
 //!
 //! `syncfs` covers the whole file system, so other programs' unwritten data
 //! on the same disk is flushed too: a barrier may wait for it. Where `syncfs`

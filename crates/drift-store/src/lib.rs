@@ -5,7 +5,8 @@
 //! - [`ChunkStore`]: sealed chunks as files under `<data>/chunks/ab/cd/<40 hex>`,
 //!   named by their SHA-1 ([`drift_crypto::ChunkId`]). Writes are atomic and
 //!   durable when `put` returns (concurrent puts share one `syncfs` per
-//!   barrier); every read re-checks the SHA-1 and quarantines a bad file.
+//!   barrier, one barrier per put; a crash's leftover temp files are finished
+//!   at open); every read re-checks the SHA-1 and quarantines a bad file.
 //!   [`StoreOptions`] sets a byte quota and whether to fsync. Chunks of 64 KiB
 //!   or more bypass the page cache (direct I/O where the file system allows);
 //!   fill chunk bytes into an [`aligned_buffer`] so writes can too

@@ -139,6 +139,41 @@ fn has_delete_ids_usage() {
     assert_eq!(store.usage().unwrap(), after, "usage is recounted at open");
 }
 
+/// A put returns once its bytes are durable under the temp file's name, before
+/// the rename is: a crash that loses the rename leaves the chunk as a temp file
+/// named by its id, which open renames into place. A temp file cut short is
+/// removed.
+#[test]
+fn a_temp_file_holding_the_chunk_its_name_says_is_finished_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ChunkStore::open(dir.path()).unwrap();
+    let (id, bytes) = sealed(b"acknowledged");
+    let (torn, torn_bytes) = sealed(b"cut short");
+    store.put(&id, &bytes).unwrap();
+    drop(store);
+    let path = chunk_file(dir.path(), &id);
+    let fan = path.parent().unwrap();
+    fs::rename(&path, fan.join(format!(".tmp-{}-a1b2c3", id.to_hex()))).unwrap();
+    let torn_fan = chunk_file(dir.path(), &torn)
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    fs::create_dir_all(&torn_fan).unwrap();
+    let half = &torn_bytes[..torn_bytes.len() / 2];
+    fs::write(
+        torn_fan.join(format!(".tmp-{}-d4e5f6", torn.to_hex())),
+        half,
+    )
+    .unwrap();
+    assert_eq!(temp_files(dir.path()).len(), 2);
+
+    let store = ChunkStore::open(dir.path()).unwrap();
+    assert!(temp_files(dir.path()).is_empty());
+    assert_eq!(store.get(&id).unwrap(), bytes);
+    assert!(!store.has(&torn));
+    assert_eq!(store.usage().unwrap().chunks, 1);
+}
+
 #[test]
 fn leftover_temp_files_are_removed_at_open() {
     let dir = tempfile::tempdir().unwrap();
