@@ -167,6 +167,12 @@ impl Node {
                         dir: dir.clone(),
                         source,
                     })?;
+                if chunks.finished_at_open() > 0 {
+                    tracing::info!(
+                        chunks = chunks.finished_at_open(),
+                        "finished chunk writes that a crash interrupted after they were durable"
+                    );
+                }
                 let index = NameIndex::open(&dir, &keys).map_err(|source| StartError::DataDir {
                     dir: dir.clone(),
                     source,

@@ -84,6 +84,8 @@ pub struct ChunkStore {
     opts: StoreOptions,
     counters: Mutex<Counters>,
     quarantined: AtomicU64,
+    /// Chunks whose rename a crash lost, renamed into place at open.
+    finished_at_open: u64,
     sync: GroupSync,
     spares: Spares,
 }
@@ -162,10 +164,12 @@ impl ChunkStore {
                 Entry::Stray => {}
             }
         }
+        let mut finished_at_open = 0;
         for (path, id) in temps {
             if let Some(len) = finish_temp(&chunks, &path, id, opts.fsync)? {
                 usage.chunks += 1;
                 usage.bytes += len;
+                finished_at_open += 1;
             }
         }
         let sync =
@@ -179,6 +183,7 @@ impl ChunkStore {
             opts,
             counters: Mutex::new(Counters { usage, reserved: 0 }),
             quarantined: AtomicU64::new(n_quarantined),
+            finished_at_open,
             sync,
             spares: Spares::default(),
         })
@@ -480,6 +485,12 @@ impl ChunkStore {
     /// How many chunks and bytes are stored (counted at open, kept up to date since).
     pub fn usage(&self) -> Result<StoreUsage, StoreError> {
         Ok(self.counters().usage)
+    }
+
+    /// How many chunks a crash had left as temp files, which open renamed
+    /// into place (see [`ChunkStore::open_with`]).
+    pub fn finished_at_open(&self) -> u64 {
+        self.finished_at_open
     }
 
     /// How many files are in quarantine (those found at open plus those moved since).

@@ -172,6 +172,7 @@ fn a_temp_file_holding_the_chunk_its_name_says_is_finished_at_open() {
     assert_eq!(store.get(&id).unwrap(), bytes);
     assert!(!store.has(&torn));
     assert_eq!(store.usage().unwrap().chunks, 1);
+    assert_eq!(store.finished_at_open(), 1);
 }
 
 #[test]
