@@ -31,12 +31,6 @@ pub(crate) fn temp_prefix(id: &ChunkId) -> String {
     format!("{TEMP_PREFIX}{}-", id.to_hex())
 }
 
-/// The chunk a temp file named `name` holds, if its name says one.
-fn temp_id(name: &str) -> Option<ChunkId> {
-    let (hex, _) = name.strip_prefix(TEMP_PREFIX)?.split_once('-')?;
-    hex.parse::<ChunkId>().ok().filter(|id| id.to_hex() == hex)
-}
-
 /// The file a chunk lives in.
 pub(crate) fn chunk_path(chunks: &Path, id: &ChunkId) -> PathBuf {
     fan_dir(chunks, id).join(id.to_hex())
@@ -78,21 +72,24 @@ pub(crate) enum Entry {
 
 /// Classifies a file named `name` found in `<chunks>/<top>/<mid>/`.
 fn classify(top: &str, mid: &str, name: &str, path: PathBuf) -> Entry {
-    if name.starts_with(TEMP_PREFIX) {
-        let id = temp_id(name).filter(|id| {
-            let hex = id.to_hex();
-            hex[0..2] == *top && hex[2..4] == *mid
-        });
+    if let Some(rest) = name.strip_prefix(TEMP_PREFIX) {
+        let id = rest
+            .split_once('-')
+            .and_then(|(hex, _)| id_in_place(top, mid, hex));
         return Entry::Temp { path, id };
     }
-    match name.parse::<ChunkId>() {
-        // Only the canonical lowercase name in the directory its id maps to
-        // counts, so every id listed maps back to exactly this file.
-        Ok(id) if id.to_hex() == name && name[0..2] == *top && name[2..4] == *mid => {
-            Entry::Chunk { id, path }
-        }
-        _ => Entry::Stray,
+    match id_in_place(top, mid, name) {
+        Some(id) => Entry::Chunk { id, path },
+        None => Entry::Stray,
     }
+}
+
+/// The chunk `hex` names, if it is the id's canonical lowercase form and the
+/// id maps to `<top>/<mid>`: so every id listed maps back to exactly one file.
+fn id_in_place(top: &str, mid: &str, hex: &str) -> Option<ChunkId> {
+    hex.parse::<ChunkId>()
+        .ok()
+        .filter(|id| id.to_hex() == hex && hex[0..2] == *top && hex[2..4] == *mid)
 }
 
 /// A lazy walk over `<chunks>/<2 hex>/<2 hex>/*`. Directory read errors are
