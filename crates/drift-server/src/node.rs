@@ -167,9 +167,10 @@ impl Node {
                         dir: dir.clone(),
                         source,
                     })?;
-                if chunks.finished_at_open() > 0 {
+                let finished = chunks.finished_at_open();
+                if finished > 0 {
                     tracing::info!(
-                        chunks = chunks.finished_at_open(),
+                        chunks = finished,
                         "finished chunk writes that a crash interrupted after they were durable"
                     );
                 }

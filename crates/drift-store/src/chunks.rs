@@ -632,14 +632,13 @@ fn finish_temp(
         let dest = fanout::chunk_path(chunks, &id);
         let missing =
             matches!(fs::symlink_metadata(&dest), Err(e) if e.kind() == io::ErrorKind::NotFound);
+        // Read only a temp file that could still be the chunk's one copy.
         let whole = fs::symlink_metadata(path)
             .ok()
-            .filter(|m| m.is_file() && m.len() <= MAX_CHUNK_SIZE as u64)
+            .filter(|m| missing && m.is_file() && m.len() <= MAX_CHUNK_SIZE as u64)
             .and_then(|_| fs::read(path).ok())
             .filter(|bytes| ChunkId::of(bytes) == id);
-        if let Some(bytes) = whole
-            && missing
-        {
+        if let Some(bytes) = whole {
             fs::rename(path, &dest)
                 .map_err(|e| StoreError::io("finish leftover temp file", path, e))?;
             if fsync {
