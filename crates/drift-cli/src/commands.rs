@@ -227,8 +227,8 @@ async fn put(
             .map(str::to_string)
             .ok_or_else(|| anyhow!("cannot derive a name from {}: pass --name", file.display()))?,
     };
-    let (reader, size): (Box<dyn tokio::io::AsyncRead + Unpin + Send>, u64) = if from_stdin {
-        (Box::new(tokio::io::stdin()), 0)
+    let (source, size) = if from_stdin {
+        (Source::Reader(Box::new(tokio::io::stdin())), 0)
     } else {
         let path = file.to_path_buf();
         let opened = tokio::task::spawn_blocking(move || {
@@ -244,24 +244,27 @@ async fn put(
         }
         if meta.is_file() {
             let size = meta.len();
-            (Box::new(crate::local_files::UncachedSource::new(f)), size)
+            (
+                Source::File(crate::local_files::UncachedSource::new(f)),
+                size,
+            )
         } else {
             // A FIFO or a device: read it as a stream.
-            (
-                Box::new(tokio::fs::File::from_std(f.into_file())),
-                meta.len(),
-            )
+            let reader = tokio::fs::File::from_std(f.into_file());
+            (Source::Reader(Box::new(reader)), meta.len())
         }
     };
     let bar = progress_bar(size);
     let client = Client::connect(node, secret, timeout).await?;
-    let result = client
-        .put(&name, reader, |sent| {
-            if let Some(b) = &bar {
-                b.set_position(sent);
-            }
-        })
-        .await;
+    let on_progress = |sent| {
+        if let Some(b) = &bar {
+            b.set_position(sent);
+        }
+    };
+    let result = match source {
+        Source::File(blocks) => client.put_blocks(&name, blocks, on_progress).await,
+        Source::Reader(reader) => client.put(&name, reader, on_progress).await,
+    };
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -269,6 +272,13 @@ async fn put(
     let (_, size) = result?;
     eprintln!("stored {name} ({})", output::human_bytes(size));
     Ok(())
+}
+
+/// What `drift put` reads: a regular file in direct blocks, or anything
+/// else (stdin, a FIFO, a device) as a plain reader.
+enum Source {
+    File(crate::local_files::UncachedSource),
+    Reader(Box<dyn tokio::io::AsyncRead + Unpin + Send>),
 }
 
 async fn get(

@@ -19,22 +19,25 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use drift_store::UncachedReader;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use futures_util::Stream;
+use tokio::io::AsyncWrite;
 use tokio::task::JoinHandle;
 
 /// Bytes per read or write.
 const BLOCK: usize = 1 << 20;
 
-/// A file's bytes as an [`AsyncRead`], read a block ahead (see the module docs).
+/// A file's bytes as a stream of blocks, read a block ahead (see the module
+/// docs). Each block goes to [`drift_server::Client::put_blocks`], which
+/// sends slices of it: the bytes are not copied on their way to the socket.
 pub struct UncachedSource {
     file: Arc<UncachedReader>,
     /// Where the next block starts.
     offset: u64,
-    /// The block being consumed, from `taken` on.
-    block: BytesMut,
-    taken: usize,
+    /// The block handed out last; its buffer takes the read after the next
+    /// once nothing else holds it.
+    last: Option<Bytes>,
     /// The next block, being read; `None` once the file has ended.
     reading: Option<JoinHandle<io::Result<BytesMut>>>,
 }
@@ -44,8 +47,7 @@ impl UncachedSource {
         let mut source = UncachedSource {
             file: Arc::new(file),
             offset: 0,
-            block: BytesMut::new(),
-            taken: 0,
+            last: None,
             reading: None,
         };
         source.start_read(drift_store::aligned_buffer(BLOCK));
@@ -60,41 +62,43 @@ impl UncachedSource {
     }
 }
 
-impl AsyncRead for UncachedSource {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        out: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+impl Stream for UncachedSource {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        while this.taken == this.block.len() {
-            let Some(task) = &mut this.reading else {
-                // The file has ended: no bytes is the end of the stream.
-                return Poll::Ready(Ok(()));
-            };
-            let next = ready!(Pin::new(task).poll(cx))
-                .map_err(|e| io::Error::other(format!("file reader stopped: {e}")))?;
-            this.reading = None;
-            let next = next?;
-            this.offset += next.len() as u64;
-            // A short block is the file's last.
-            let more = next.len() == BLOCK;
-            // The consumed block's buffer becomes the one after next.
-            let used = std::mem::replace(&mut this.block, next);
-            this.taken = 0;
-            if more {
-                let buf = if used.capacity() >= BLOCK {
-                    used
-                } else {
-                    drift_store::aligned_buffer(BLOCK)
-                };
-                this.start_read(buf);
+        let Some(task) = &mut this.reading else {
+            return Poll::Ready(None);
+        };
+        let read = ready!(Pin::new(task).poll(cx));
+        this.reading = None;
+        let next = match read {
+            Ok(Ok(next)) => next,
+            Ok(Err(e)) => return Poll::Ready(Some(Err(e))),
+            Err(e) => {
+                let e = io::Error::other(format!("file reader stopped: {e}"));
+                return Poll::Ready(Some(Err(e)));
             }
+        };
+        if next.is_empty() {
+            return Poll::Ready(None);
         }
-        let n = (this.block.len() - this.taken).min(out.remaining());
-        out.put_slice(&this.block[this.taken..this.taken + n]);
-        this.taken += n;
-        Poll::Ready(Ok(()))
+        this.offset += next.len() as u64;
+        // A short block is the file's last.
+        if next.len() == BLOCK {
+            // By now the block before last has been sent (its pieces were
+            // copied into frames), so its buffer is usually free again.
+            let buf = this
+                .last
+                .take()
+                .and_then(|b| b.try_into_mut().ok())
+                .filter(|b| b.capacity() >= BLOCK)
+                .unwrap_or_else(|| drift_store::aligned_buffer(BLOCK));
+            this.start_read(buf);
+        }
+        let block = next.freeze();
+        this.last = Some(block.clone());
+        Poll::Ready(Some(Ok(block)))
     }
 }
 
@@ -309,28 +313,47 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_file_reads_back_whole_in_any_read_size() {
-        use tokio::io::AsyncReadExt;
+    async fn a_file_reads_back_whole_in_blocks() {
+        use futures_util::StreamExt;
         let dir = tempfile::tempdir().unwrap();
-        for (i, len) in [0, 1, 4096, BLOCK - 1, BLOCK, BLOCK + 1, 2 * BLOCK + 999]
+        for (i, len) in [0, 1, 4096, BLOCK - 1, BLOCK, BLOCK + 1, 3 * BLOCK + 999]
             .into_iter()
             .enumerate()
         {
             let data: Vec<u8> = (0..len).map(|j| (j * 7 + i) as u8).collect();
             let path = dir.path().join(format!("{len}"));
             std::fs::write(&path, &data).unwrap();
-            for read_size in [61_440, 1 << 21] {
+            // Dropping each block before the next (as a put does) lets its
+            // buffer be read into again; keeping them all must not change
+            // a byte of what comes back.
+            for keep in [false, true] {
                 let mut source = UncachedSource::new(UncachedReader::open(&path).unwrap());
                 let mut back = Vec::new();
-                let mut buf = vec![0u8; read_size];
-                loop {
-                    let n = source.read(&mut buf).await.unwrap();
-                    if n == 0 {
-                        break;
+                let mut kept = Vec::new();
+                let mut sizes = Vec::new();
+                while let Some(block) = source.next().await {
+                    let block = block.unwrap();
+                    sizes.push(block.len());
+                    back.extend_from_slice(&block);
+                    if keep {
+                        kept.push(block);
                     }
-                    back.extend_from_slice(&buf[..n]);
                 }
-                assert!(back == data, "{len} bytes in reads of {read_size}");
+                assert!(back == data, "{len} bytes, blocks kept: {keep}");
+                let kept_bytes: Vec<u8> = kept.concat();
+                assert!(
+                    !keep || kept_bytes == data,
+                    "{len} bytes, kept blocks changed"
+                );
+                let (last, full) = sizes.split_last().map_or((0, &[][..]), |(l, f)| (*l, f));
+                assert!(
+                    full.iter().all(|s| *s == BLOCK),
+                    "{len} bytes in blocks {sizes:?}"
+                );
+                assert!(
+                    last <= BLOCK && (len == 0 || last > 0),
+                    "{len} bytes in blocks {sizes:?}"
+                );
             }
         }
     }

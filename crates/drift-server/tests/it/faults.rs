@@ -371,6 +371,72 @@ async fn a_client_with_the_wrong_secret_can_neither_read_nor_write() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_put_from_blocks_of_any_size_stores_exactly_their_bytes() {
+    use drift_server::proto::PIECE_LEN;
+    let c = Cluster::start(1, |_| {}).await;
+    let client = Client::connect(c.addrs[0], &c.secret, Duration::from_secs(3))
+        .await
+        .unwrap();
+    // Blocks shorter than a piece, a piece and a byte, empty ones, and
+    // several pieces long, so pieces are cut across block boundaries.
+    let sizes = [
+        1,
+        PIECE_LEN - 1,
+        0,
+        PIECE_LEN + 1,
+        3 * 1024 * 1024 + 7,
+        0,
+        5,
+    ];
+    let data = bytes(21, sizes.iter().sum());
+    let mut at = 0;
+    let blocks: Vec<std::io::Result<bytes::Bytes>> = sizes
+        .iter()
+        .map(|n| {
+            at += n;
+            Ok(bytes::Bytes::copy_from_slice(&data[at - n..at]))
+        })
+        .collect();
+    let mut seen = Vec::new();
+    let (_, size) = client
+        .put_blocks("blocks", futures_util::stream::iter(blocks), |sent| {
+            seen.push(sent)
+        })
+        .await
+        .unwrap();
+    assert_eq!(size, data.len() as u64);
+    assert_eq!(seen.last(), Some(&(data.len() as u64)));
+    let mut out = Vec::new();
+    client.get("blocks", &mut out, |_, _| {}).await.unwrap();
+    assert!(
+        out == data,
+        "the file read back differs from the blocks put"
+    );
+
+    // A read error ends the put with that error and stores nothing.
+    let failing = futures_util::stream::iter(vec![
+        Ok(bytes::Bytes::from(vec![1u8; 2 * PIECE_LEN])),
+        Err(std::io::Error::other("disk went away")),
+    ]);
+    let err = client
+        .put_blocks("broken", failing, |_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Read(_)), "{err}");
+    let names: Vec<String> = c
+        .node(0)
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    assert_eq!(names, ["blocks"]);
+    client.close().await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lost_node_has_its_replicas_recreated() {
     let mut c = Cluster::start(4, |cfg| cfg.lost_after = Duration::from_millis(800)).await;
     let data = bytes(8, 4 * 1024 * 1024);
