@@ -7,7 +7,7 @@ use drift_server::client::{Client, ClientError};
 use drift_server::proto::{FailKind, Msg};
 use drift_server::{GetError, PeerState, StoreError};
 
-use crate::cluster::{Cluster, LIMIT, bytes, chunk_files, read, wait_for};
+use crate::cluster::{Cluster, LIMIT, bytes, chunk_files, names, read, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_one_of_three_reads_and_writes_still_work() {
@@ -104,14 +104,7 @@ async fn delete_while_a_node_is_down_does_not_come_back() {
     c.wait_connected().await;
     let n2 = c.node(2).clone();
     wait_for("the returning node to catch up", LIMIT, || async {
-        let names: Vec<String> = n2
-            .list()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|f| f.name)
-            .collect();
-        names == ["kept.txt", "new.txt"]
+        names(&n2).await == ["kept.txt", "new.txt"]
     })
     .await;
     // Let several anti-entropy rounds pass in both directions: the old entry
@@ -423,15 +416,7 @@ async fn a_put_from_blocks_of_any_size_stores_exactly_their_bytes() {
         .await
         .unwrap_err();
     assert!(matches!(err, ClientError::Read(_)), "{err}");
-    let names: Vec<String> = c
-        .node(0)
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|f| f.name)
-        .collect();
-    assert_eq!(names, ["blocks"]);
+    assert_eq!(names(c.node(0)).await, ["blocks"]);
     client.close().await;
     c.shutdown().await;
 }
