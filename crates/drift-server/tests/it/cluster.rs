@@ -157,13 +157,13 @@ pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// Reads a whole file from a node.
 /// The names `node` lists, sorted.
 pub async fn names(node: &Node) -> Vec<String> {
     let files = node.list().await.unwrap();
     files.into_iter().map(|f| f.name).collect()
 }
 
+/// Reads a whole file from a node.
 pub async fn read(node: &Node, name: &str) -> Result<Vec<u8>, drift_server::GetError> {
     node.get(name).await?.read_to_end().await
 }
