@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 const BLOCK: usize = 1 << 20;
 
 /// A file's bytes as a stream of blocks, read a block ahead (see the module
-/// docs). Each block goes to [`drift_server::Client::put_blocks`], which
+/// docs). Each block goes to [`drift_server::client::Client::put_blocks`], which
 /// sends slices of it: the bytes are not copied on their way to the socket.
 pub struct UncachedSource {
     file: Arc<UncachedReader>,
