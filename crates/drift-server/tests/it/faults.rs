@@ -192,8 +192,9 @@ fn placed(c: &Cluster) -> Placed {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_copies_served_to_a_reader_are_reported_and_quarantined() {
     // Serving nodes send chunks without hashing them; the reader checks.
+    // The chunk spans several transport pieces.
     let c = Cluster::start(4, |_| {}).await;
-    let data = bytes(12, 10_000);
+    let data = bytes(12, 3 * drift_server::proto::PIECE_LEN + 1000);
     c.node(0).store("rot", &data[..]).await.unwrap();
     let Placed { reader, first, .. } = placed(&c);
 
