@@ -382,7 +382,7 @@ mod tests {
     }
 
     /// Chunks already on disk must open with every later release: a fixed
-    /// secret and plaintext give this id and these first sealed bytes, which
+    /// secret and plaintext give this id and these sealed bytes, which
     /// pins the key derivation, the keyed hash, AES-256-CTR (IV 0, 128-bit
     /// big-endian counter) and SHA-1 together.
     #[test]
