@@ -36,8 +36,9 @@ pub struct Config {
     /// Authenticated connections (inbound and outbound) at once. Default 256.
     pub max_connections: usize,
     /// Inbound connections still in the handshake at once. Default 64. They
-    /// have their own pool, so connections that never prove the secret can
-    /// delay new connections but never crowd out authenticated ones.
+    /// have their own pool, so connections that never prove the secret never
+    /// crowd out authenticated ones. A full pool evicts the oldest handshake
+    /// of the address holding the most places instead of refusing a newcomer.
     pub max_pending_handshakes: usize,
     /// Streams per connection and direction. Default 256.
     pub max_streams: usize,

@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::{Admission, Place};
 use crate::config::Config;
 use crate::conn::{AbortOnDrop, ConnParams, ConnShared, MarkDone, Timers, run_reader, run_writer};
 use crate::error::ConnectError;
@@ -101,7 +102,7 @@ struct Inner<M> {
     tasks: Mutex<JoinSet<()>>,
     slots: Arc<Semaphore>,
     /// Inbound handshakes in progress; separate from `slots` on purpose.
-    pending: Arc<Semaphore>,
+    pending: Arc<Admission>,
     shutdown: CancellationToken,
     _m: PhantomData<fn() -> M>,
 }
@@ -139,7 +140,7 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Endpoint<M> {
         let (tx, rx) = mpsc::unbounded_channel();
         let inner = Inner {
             slots: Arc::new(Semaphore::new(config.max_connections)),
-            pending: Arc::new(Semaphore::new(config.max_pending_handshakes.max(1))),
+            pending: Admission::new(config.max_pending_handshakes),
             config,
             local_addr,
             events: Mutex::new(Some(tx)),
@@ -216,7 +217,7 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Endpoint<M> {
         lock(&self.inner.events).take();
     }
 
-    async fn accept_one(self, tcp: TcpStream, addr: SocketAddr, pending: OwnedSemaphorePermit) {
+    async fn accept_one(self, tcp: TcpStream, addr: SocketAddr, place: Place) {
         let config = &self.inner.config;
         let accept = async {
             let mut session = handshake(tcp, config, false).await?;
@@ -229,8 +230,14 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Endpoint<M> {
             let hello = session.exchange_hello(config, false).await?;
             Ok::<_, ConnectError>((session, hello, slot))
         };
-        let result = timeout(config.handshake_timeout, accept).await;
-        drop(pending);
+        let result = tokio::select! {
+            _ = place.evicted.cancelled() => {
+                tracing::debug!(%addr, "inbound handshake evicted by a newer connection");
+                return;
+            }
+            result = timeout(config.handshake_timeout, accept) => result,
+        };
+        drop(place);
         match result {
             Err(_) => tracing::warn!(%addr, "inbound handshake timed out"),
             Ok(Err(e)) => tracing::warn!(%addr, "inbound connection refused: {e}"),
@@ -362,13 +369,13 @@ async fn accept_loop<M: Serialize + DeserializeOwned + Send + 'static>(
             }
         };
         let Some(inner) = inner.upgrade() else { return };
-        let Ok(pending) = inner.pending.clone().try_acquire_owned() else {
-            tracing::warn!(%addr, "too many handshakes in progress: closing inbound connection");
-            continue;
-        };
+        let (place, evicted) = inner.pending.admit(addr.ip());
+        if evicted {
+            tracing::debug!(%addr, "handshake places full: evicted an older handshake");
+        }
         let endpoint = Endpoint {
             inner: inner.clone(),
         };
-        inner.spawn(endpoint.accept_one(tcp, addr, pending));
+        inner.spawn(endpoint.accept_one(tcp, addr, place));
     }
 }

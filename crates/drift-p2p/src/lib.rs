@@ -55,6 +55,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod admission;
 mod config;
 mod conn;
 mod endpoint;

@@ -156,3 +156,67 @@ async fn silent_unauthenticated_connections_do_not_take_connection_slots() {
     client.shutdown().await;
     node.shutdown().await;
 }
+
+/// Opens a TCP connection to `to` from the loopback address `from`, and sends nothing.
+async fn silent_from(from: &str, to: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    within(SOON, socket.connect(to)).await.unwrap()
+}
+
+/// True once the node has closed `tcp` (a read returns end of file or an error).
+async fn closed_by_peer(tcp: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(SOON, tcp.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+/// A node whose handshake places are few and outlast the test: only
+/// eviction, never a timeout, can free one.
+async fn node_with_eight_handshake_places()
+-> (Ep, std::net::SocketAddr, drift_crypto::ClusterSecret) {
+    let secret = secret();
+    let mut cfg = config(&secret, Role::Node);
+    cfg.max_pending_handshakes = 8;
+    cfg.handshake_timeout = Duration::from_secs(120);
+    let (node, _events) = Ep::bind(any_port(), cfg).await.unwrap();
+    let addr = node.local_addr().unwrap();
+    (node, addr, secret)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_from_other_addresses_do_not_lock_a_peer_out() {
+    let (node, addr, secret) = node_with_eight_handshake_places().await;
+    // Every handshake place taken, two by each of four other addresses.
+    let mut silent = Vec::new();
+    for from in ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"] {
+        for _ in 0..2 {
+            silent.push(silent_from(from, addr).await);
+        }
+    }
+    let (client, _ev) = Ep::client(config(&secret, Role::Client));
+    within(SOON, client.connect(addr)).await.unwrap();
+    // Its place came from the oldest silent connection, which is closed.
+    assert!(closed_by_peer(&mut silent[0]).await);
+    within(SOON, client.connect(addr)).await.unwrap();
+    client.shutdown().await;
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_silent_connections_from_the_peers_own_address_does_not_lock_it_out() {
+    let (node, addr, secret) = node_with_eight_handshake_places().await;
+    let mut silent = Vec::new();
+    for _ in 0..20 {
+        silent.push(silent_from("127.0.0.1", addr).await);
+    }
+    // Past eight, each new socket of the flood evicted the oldest.
+    assert!(closed_by_peer(&mut silent[0]).await);
+    let (client, _ev) = Ep::client(config(&secret, Role::Client));
+    within(SOON, client.connect(addr)).await.unwrap();
+    client.shutdown().await;
+    node.shutdown().await;
+}
