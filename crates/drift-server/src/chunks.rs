@@ -273,6 +273,7 @@ async fn get_remote(
     let len = match s.recv().await.map_err(|e| e.to_string())? {
         Some(Msg::ChunkFollows { len }) => len as usize,
         Some(Msg::NotFound) => return Ok(None),
+        Some(Msg::Quarantined) => return Err(QUARANTINED.into()),
         other => return Err(format!("unexpected answer {other:?}")),
     };
     if len > MAX_CHUNK_SIZE {
@@ -284,6 +285,9 @@ async fn get_remote(
 
 /// How a fetch reports a copy whose bytes are not the chunk's.
 pub(crate) const BAD_COPY: &str = "peer sent bytes that do not match the chunk id";
+
+/// How a fetch reports a peer whose copy was found bad before.
+const QUARANTINED: &str = "the peer's copy is in quarantine";
 
 /// Why no verified copy of a chunk could be found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -317,14 +321,25 @@ async fn report_bad_copy(conn: &Connection<Msg>, id: ChunkId) {
     }
 }
 
-/// Logs a failed fetch and reports a bad copy to its sender; true if the copy was bad.
+/// Logs a failed fetch and reports a bad copy to its sender; true if the
+/// copy was bad (sent bad, or quarantined by the peer before).
 async fn fetch_failed(conn: &Connection<Msg>, id: ChunkId, error: &str) -> bool {
     tracing::debug!(peer = %conn.peer_id().short(), chunk = %id, "fetch failed: {error}");
     let bad = error == BAD_COPY;
     if bad {
         report_bad_copy(conn, id).await;
     }
-    bad
+    bad || error == QUARANTINED
+}
+
+/// Whether this node quarantined a copy of `id`. Every holder quarantines a
+/// chunk whose every copy went bad, and later reads should still say
+/// "corrupt" rather than "unavailable".
+async fn quarantined_here(shared: &Shared, id: ChunkId) -> bool {
+    let store = shared.chunks.clone();
+    blocking(move || store.was_quarantined(&id))
+        .await
+        .unwrap_or(false)
 }
 
 /// Writes a fetched copy of a chunk this node should hold (read repair).
@@ -360,6 +375,7 @@ pub(crate) async fn fetch_sealed(shared: &Arc<Shared>, id: ChunkId) -> Result<By
         }
     }
     shared.suspect(id);
+    saw_corrupt = saw_corrupt || quarantined_here(shared, id).await;
     Err(if saw_corrupt {
         Missing::Corrupt
     } else {
@@ -461,6 +477,7 @@ pub(crate) async fn read_plain(
         }
     }
     shared.suspect(id);
+    saw_corrupt = saw_corrupt || quarantined_here(shared, id).await;
     Err(if saw_corrupt {
         crate::GetError::Corrupt { chunk: id }
     } else {

@@ -31,7 +31,8 @@
 //! node -> node
 //!   PutChunk { id, len }, Data*, fin       -> Done | Failed
 //!   PutSealed { id, len, digest }, Data*, fin -> Done | Failed
-//!   GetChunk { id }                        -> ChunkFollows { len }, Data*, fin | NotFound | Failed
+//!   GetChunk { id }                        -> ChunkFollows { len }, Data*, fin | NotFound
+//!                                             | Quarantined | Failed
 //!   HasChunks { ids }                      -> Have { bits }
 //!   PushEntries { entries }                -> Done
 //!   IndexDigest                            -> Digest { digest, n_entries }
@@ -234,6 +235,9 @@ pub enum Msg {
         /// BLAKE3 of the pieces, in order.
         digest: TransferDigest,
     },
+    /// Answer to `GetChunk`: no copy here, because the copy this node had
+    /// failed its check and is in quarantine.
+    Quarantined,
 }
 
 #[cfg(test)]
@@ -287,6 +291,7 @@ mod tests {
                 message
             }),
             Just(Msg::NotFound),
+            Just(Msg::Quarantined),
             any::<u32>().prop_map(|len| Msg::ChunkFollows { len }),
             proptest::collection::vec(any::<bool>(), 0..50).prop_map(|bits| Msg::Have { bits }),
             (any::<[u8; 32]>(), any::<u64>())

@@ -187,8 +187,17 @@ async fn get_chunk(
             shared.chunks.recycle(bytes);
             s.finish().await
         }
-        // A file that cannot be a chunk has been quarantined: to the asker it is simply absent.
-        Ok(Err(_)) | Err(_) => reply(s, Msg::NotFound).await,
+        // A copy found bad earlier is in quarantine: the asker learns the
+        // chunk is corrupt here, not merely absent.
+        Ok(Err(_)) => {
+            let store = shared.chunks.clone();
+            let answer = match blocking(move || store.was_quarantined(&id)).await {
+                Ok(true) => Msg::Quarantined,
+                _ => Msg::NotFound,
+            };
+            reply(s, answer).await
+        }
+        Err(_) => reply(s, Msg::NotFound).await,
     }
 }
 

@@ -498,6 +498,23 @@ impl ChunkStore {
         self.quarantined.load(Ordering::Relaxed)
     }
 
+    /// Whether a copy of `id` is in quarantine here: this store found it
+    /// corrupt. Reads the quarantine folder when it is not empty; meant for
+    /// explaining a missing chunk, not for every read.
+    pub fn was_quarantined(&self, id: &ChunkId) -> bool {
+        if self.quarantined() == 0 {
+            return false;
+        }
+        let prefix = format!("{}.", id.to_hex());
+        fs::read_dir(&self.quarantine).is_ok_and(|dir| {
+            dir.flatten().any(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with(&prefix))
+            })
+        })
+    }
+
     /// The chunks that have a file in quarantine, each once, sorted (a
     /// chunk stored again since is listed too: check [`ChunkStore::has`]). Files not named by [`ChunkStore::quarantine`]
     /// are skipped.

@@ -225,6 +225,31 @@ async fn bad_copies_served_to_a_reader_are_reported_and_quarantined() {
         })
         .await;
     }
+    // With no copy left anywhere, later reads still say why: through a
+    // node that never held it, and through one that quarantined its copy.
+    for i in [reader, rotten[0]] {
+        let err = read(c.node(i), "rot").await.unwrap_err();
+        assert!(matches!(err, GetError::Corrupt { .. }), "node {i}: {err}");
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_node_keeps_reporting_a_chunk_it_quarantined_as_corrupt() {
+    let c = Cluster::start(1, |_| {}).await;
+    let data = bytes(14, 20_000);
+    c.node(0).store("alone", &data[..]).await.unwrap();
+    flip_a_byte(&chunk_files(c.dirs[0].path())[0]);
+    // The first read finds the bad copy and quarantines it; the second finds
+    // none, and says why rather than "unavailable".
+    for attempt in 0..2 {
+        let err = read(c.node(0), "alone").await.unwrap_err();
+        assert!(
+            matches!(err, GetError::Corrupt { .. }),
+            "read {attempt}: {err}"
+        );
+    }
+    assert!(chunk_files(c.dirs[0].path()).is_empty());
     c.shutdown().await;
 }
 

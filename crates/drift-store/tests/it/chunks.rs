@@ -222,6 +222,8 @@ fn a_flipped_byte_is_detected_and_quarantined() {
     assert_eq!(store.usage().unwrap().chunks, 1);
     assert_eq!(store.get(&other).unwrap(), other_bytes);
     assert_eq!(store.quarantined_ids().unwrap(), vec![id]);
+    assert!(store.was_quarantined(&id));
+    assert!(!store.was_quarantined(&other));
 
     // A good copy can be stored again; the count and the list survive a
     // reopen, and files in quarantine that are not chunks are not listed.
