@@ -352,10 +352,24 @@ async fn get_to_file(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    use std::os::unix::fs::PermissionsExt as _;
+    // A new file gets the usual mode (0666 less the umask), as `cp` would
+    // give it, not the temporary file's 0600; a replaced file keeps its own.
+    let replaced = std::fs::metadata(path)
+        .ok()
+        .filter(std::fs::Metadata::is_file)
+        .map(|m| m.permissions());
     let tmp = tempfile::Builder::new()
         .prefix(".drift-get-")
+        .permissions(std::fs::Permissions::from_mode(0o666))
         .tempfile_in(&dir)
+        .map_err(without_temp_path)
         .with_context(|| format!("cannot write {}", path.display()))?;
+    if let Some(mode) = replaced {
+        std::fs::set_permissions(tmp.path(), mode)
+            .map_err(without_temp_path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
     let std_file = tmp
         .reopen()
         .with_context(|| format!("cannot write {}", path.display()))?;
@@ -372,6 +386,17 @@ async fn get_to_file(
     tmp.persist(path)
         .map_err(|e| anyhow!("cannot write {}: {}", path.display(), e.error))?;
     Ok(size)
+}
+
+/// tempfile's errors end with ` at path "<the temporary file>"` (and keep
+/// the system's error only as text); the user only knows the file they asked
+/// for, which the caller's context names.
+fn without_temp_path(e: std::io::Error) -> std::io::Error {
+    let text = e.to_string();
+    match text.rsplit_once(" at path ") {
+        Some((head, _)) => std::io::Error::new(e.kind(), head.to_string()),
+        None => e,
+    }
 }
 
 fn progress_bar(size: u64) -> Option<indicatif::ProgressBar> {

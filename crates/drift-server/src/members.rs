@@ -39,6 +39,8 @@ struct Redial {
     backoff: Duration,
     next_dial: Instant,
     dialing: bool,
+    /// Dials that failed in a row.
+    failures: u32,
 }
 
 impl Redial {
@@ -48,6 +50,7 @@ impl Redial {
             backoff,
             next_dial: first,
             dialing: false,
+            failures: 0,
         }
     }
 
@@ -378,8 +381,11 @@ pub(crate) async fn run_dialer(shared: Arc<Shared>) {
                     Some(id) => table.by_id.get_mut(&id).map(|m| &mut m.redial),
                     None => table.bootstrap.get_mut(&addr),
                 };
+                let mut first_failure = false;
                 if let Some(r) = redial {
                     r.dialing = false;
+                    r.failures = if result.is_ok() { 0 } else { r.failures + 1 };
+                    first_failure = r.failures == 1;
                 }
                 match result {
                     // The transport announces the connection as an event, where it is registered.
@@ -390,6 +396,12 @@ pub(crate) async fn run_dialer(shared: Arc<Shared>) {
                         if conn.peer_id() == shared.me {
                             conn.close("connected to itself");
                         }
+                    }
+                    // A bootstrap address that fails is worth a word: an
+                    // unreachable one, or one with another cluster secret,
+                    // leaves the node alone without it.
+                    Err(e) if id.is_none() && first_failure => {
+                        tracing::warn!(%addr, "cannot reach bootstrap peer, retrying with backoff: {e}");
                     }
                     Err(e) => tracing::debug!(%addr, "dial failed: {e}"),
                 }

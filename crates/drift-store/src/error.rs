@@ -149,6 +149,10 @@ fn io_hint(e: &io::Error) -> &'static str {
         io::ErrorKind::NotADirectory => {
             ": a parent of this path is a file, not a directory; choose another data directory"
         }
+        // What `create_dir_all` says when a file sits where a directory should.
+        io::ErrorKind::AlreadyExists => {
+            ": it exists and is not a directory; move it or choose another data directory"
+        }
         io::ErrorKind::ReadOnlyFilesystem => ": the file system is read-only; remount it writable",
         io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
             ": the disk is full; free space"
@@ -199,6 +203,13 @@ mod tests {
         );
         assert!(
             msg.ends_with("check that drift's user may write there"),
+            "{msg}"
+        );
+        let file_in_the_way = tempfile::NamedTempFile::new().unwrap();
+        let e = std::fs::create_dir_all(file_in_the_way.path()).unwrap_err();
+        let msg = StoreError::io("create data directory", file_in_the_way.path(), e).to_string();
+        assert!(
+            msg.ends_with("is not a directory; move it or choose another data directory"),
             "{msg}"
         );
         let id = ChunkId::of(b"x");

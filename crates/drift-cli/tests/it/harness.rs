@@ -55,6 +55,32 @@ pub fn drift(args: &[&str], secret: Option<&str>) -> Run {
     Run(guard.wait_with_timeout(Duration::from_secs(60)))
 }
 
+/// Starts `drift ARGS`, a command that runs until stopped, with `secret`
+/// in DRIFT_SECRET and the default log level; returns the process (killed
+/// when dropped) and its stderr, line by line as it comes.
+pub fn spawn_with_stderr(args: &[&str], secret: &str) -> (ChildGuard, mpsc::Receiver<String>) {
+    let mut child = Command::new(bin())
+        .args(args)
+        .env("DRIFT_SECRET", secret)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (ChildGuard(Some(child)), rx)
+}
+
 /// Kills its child when dropped, so a failing test leaves no process behind.
 pub struct ChildGuard(Option<Child>);
 

@@ -5,7 +5,7 @@ mod harness;
 
 use std::time::Duration;
 
-use harness::{Cluster, drift, free_port};
+use harness::{Cluster, drift, free_port, spawn_with_stderr};
 
 #[test]
 fn keygen_prints_a_fresh_secret() {
@@ -188,6 +188,51 @@ fn node_reports_a_port_in_use_and_an_unwritable_data_dir() {
     )
     .assert_err();
     assert!(e.contains("cannot open data directory"), "{e}");
+    // The data directory itself is a file.
+    let e = drift(
+        &[
+            "node",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data",
+            file.to_str().unwrap(),
+        ],
+        Some(&c.secret),
+    )
+    .assert_err();
+    assert!(e.contains("is not a directory"), "{e}");
+}
+
+#[test]
+fn a_node_warns_when_a_bootstrap_peer_cannot_be_reached() {
+    let secret = drift(&["keygen"], None).assert_ok().trim().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let nobody = format!("127.0.0.1:{}", free_port());
+    let (_node, lines) = spawn_with_stderr(
+        &[
+            "node",
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--data",
+            dir.path().to_str().unwrap(),
+            "--peer",
+            &nobody,
+            "--exit-with-parent",
+        ],
+        &secret,
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains("cannot reach bootstrap peer") && line.contains(&nobody) => {
+                break;
+            }
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("no warning about {nobody} within 20 s; stderr: {seen:#?}"),
+        }
+    }
 }
 
 #[test]
@@ -311,4 +356,39 @@ fn get_to_a_fifo_or_through_a_symlink_keeps_what_the_path_is() {
             .is_symlink()
     );
     assert_eq!(std::fs::read(&real).unwrap(), data);
+}
+
+#[test]
+fn get_to_a_file_gives_the_usual_mode_and_names_only_that_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = Cluster::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, b"mode test").unwrap();
+    c.run(0, &["put", input.to_str().unwrap(), "--name", "m"])
+        .assert_ok();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // A new file: the mode any program's new file gets under this umask
+    // (the input was made the same way), not a temporary file's 0600.
+    let fresh = dir.path().join("fresh.txt");
+    c.run(0, &["get", "m", "-o", fresh.to_str().unwrap()])
+        .assert_ok();
+    assert_eq!(std::fs::read(&fresh).unwrap(), b"mode test");
+    assert_eq!(mode(&fresh), mode(&input));
+    // A replaced file keeps its mode.
+    let kept = dir.path().join("kept.txt");
+    std::fs::write(&kept, b"old").unwrap();
+    std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o640)).unwrap();
+    c.run(0, &["get", "m", "-o", kept.to_str().unwrap()])
+        .assert_ok();
+    assert_eq!(std::fs::read(&kept).unwrap(), b"mode test");
+    assert_eq!(mode(&kept), 0o640);
+    // A failure names the file asked for, not the temporary one.
+    let nowhere = dir.path().join("no-such-dir").join("out.txt");
+    let e = c
+        .run(0, &["get", "m", "-o", nowhere.to_str().unwrap()])
+        .assert_err();
+    assert!(e.contains(nowhere.to_str().unwrap()), "{e}");
+    assert!(!e.contains(".drift-get-"), "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
 }
