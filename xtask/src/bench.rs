@@ -189,7 +189,7 @@ fn bench(plan: Plan) -> Result<()> {
     let mut rows = Vec::new();
 
     println!("reference figures…");
-    let prims = refs::measure(&ctx.plan, &work, &mut rows)?;
+    let (prims, probe) = refs::measure(&ctx.plan, &work, &mut rows)?;
     // The references run first, outside this runtime: the TCP one builds its own.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -202,7 +202,7 @@ fn bench(plan: Plan) -> Result<()> {
         let (mut single_put, mut single_get) = (f64::NAN, f64::NAN);
         if ctx.plan.runs("single") {
             println!("single node…");
-            (single_put, single_get) = single_node(&mut ctx, prims, &mut rows).await?;
+            (single_put, single_get) = single_node(&mut ctx, prims, probe, &mut rows).await?;
         }
         if ctx.plan.runs("three") || ctx.plan.runs("small") {
             println!("three nodes, R = 3…");
@@ -219,7 +219,8 @@ fn bench(plan: Plan) -> Result<()> {
 
     let header = format!(
         "# drift bench{}\n\n{} on {} CPUs; every figure is the median of its runs; MB = 10^6 bytes. \
-         Ratios compare with the reference measured in this run, except where the reference says it is quoted.\n\
+         Ratios compare with the reference measured in this run, except where the reference says it is quoted; \
+         where it was measured beside each run, the ratio is the median of the runs' own ratios.\n\
          Total time {:.0} s.",
         if ctx.plan.quick { " (--quick)" } else { "" },
         std::env::consts::ARCH,
@@ -256,10 +257,14 @@ fn ms_per_mib(ticks: u64, tick: f64, bytes: u64) -> f64 {
     ticks as f64 / tick * 1000.0 / (bytes as f64 / MIB)
 }
 
-/// Single-node put and get for each size; returns the big file's put and get medians.
+/// Single-node put and get for each size; returns the big file's put and get
+/// medians. The big file's limits are measured again right before each of
+/// its runs: the disk's and the CPU's speed drift over the minutes between
+/// the reference section and these runs.
 async fn single_node(
     ctx: &mut Ctx,
     prims: refs::Primitives,
+    mut probe: refs::Probe,
     rows: &mut Vec<Row>,
 ) -> Result<(f64, f64)> {
     const S: &str = "Single node";
@@ -277,15 +282,23 @@ async fn single_node(
         node.reset_peak();
         let (mut puts, mut gets, mut put_cpu, mut get_cpu) = (vec![], vec![], vec![], vec![]);
         let (mut put_client, mut get_client) = (ClientCpu::default(), ClientCpu::default());
+        let (mut put_limits, mut get_limits) = (vec![], vec![]);
         for _ in 0..runs {
             let tag = ctx.tag();
             let name = format!("single-{tag}");
+            if is_big {
+                put_limits.push(probe.put_limit_now(&ctx.plan)?);
+            }
             let (c0, k0) = (node.cpu_ticks()?, own_cpu_ticks()?);
             let secs = workload::put(&client, &name, Source::new(base.clone(), bytes, tag)).await?;
             let (c1, k1) = (node.cpu_ticks()?, own_cpu_ticks()?);
             puts.push(mb_per_s(bytes, secs));
             put_cpu.push(ms_per_mib(c1 - c0, ctx.tick, bytes));
             put_client.add(ctx.tick, bytes, secs, c1 - c0, k1 - k0);
+            if is_big {
+                get_limits.push(probe.get_limit_now(&ctx.plan)?);
+            }
+            let (c1, k1) = (node.cpu_ticks()?, own_cpu_ticks()?);
             let secs = workload::get(&client, &name, bytes).await?;
             let (c2, k2) = (node.cpu_ticks()?, own_cpu_ticks()?);
             gets.push(mb_per_s(bytes, secs));
@@ -294,16 +307,19 @@ async fn single_node(
         }
         let peak = node.peak_rss_kib()? as f64 / 1024.0;
         peaks.push(peak);
-        let mut put_row = Row::new(S, format!("put, {label}"), "MB/s")
-            .samples(puts)
-            .against("put pipeline limit", prims.put_limit());
-        let mut get_row = Row::new(S, format!("get, {label}"), "MB/s")
-            .samples(gets)
-            .against("open pipeline limit", prims.get_limit());
+        let mut put_row = Row::new(S, format!("put, {label}"), "MB/s").samples(puts);
+        let mut get_row = Row::new(S, format!("get, {label}"), "MB/s").samples(gets);
         if is_big {
-            put_row = put_row.target(Target::RatioAtLeast(0.7));
-            get_row = get_row.target(Target::RatioAtLeast(0.7));
+            put_row = put_row
+                .against_each("put pipeline limit", put_limits)
+                .target(Target::RatioAtLeast(0.7));
+            get_row = get_row
+                .against_each("open pipeline limit", get_limits)
+                .target(Target::RatioAtLeast(0.7));
             big = (put_row.median(), get_row.median());
+        } else {
+            put_row = put_row.against("put pipeline limit", prims.put_limit());
+            get_row = get_row.against("open pipeline limit", prims.get_limit());
         }
         rows.push(put_row);
         rows.push(get_row);

@@ -71,7 +71,63 @@ fn runs(plan: &Plan, f: impl Fn() -> f64) -> Vec<f64> {
     (0..plan.ref_runs).map(|_| f()).collect()
 }
 
-pub fn measure(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Result<Primitives> {
+/// The reference files, kept for references measured again beside a run
+/// ([`Probe::put_limit_now`], [`Probe::get_limit_now`]); set aside when dropped.
+pub struct Probe {
+    work: PathBuf,
+    dir: PathBuf,
+    /// 1 MiB files written and fsynced, for direct reads.
+    files: Vec<PathBuf>,
+    next: usize,
+}
+
+impl Probe {
+    /// The one-core primitives, measured once each now.
+    fn primitives_now(plan: &Plan, fsync_write: f64, direct_read: f64) -> Primitives {
+        let mut buf = vec![0u8; BUF];
+        fill_random(&mut buf, 2);
+        let t = plan.ref_time;
+        let sha1 = rate(t, BUF, || {
+            black_box(Sha1::digest(black_box(&buf)));
+        });
+        let blake3 = rate(t, BUF, || {
+            black_box(blake3::keyed_hash(&[9u8; 32], black_box(&buf)));
+        });
+        let aes = rate(t, BUF, || {
+            let mut c = Aes256Ctr::new(&[7u8; 32].into(), &[0u8; 16].into());
+            c.apply_keystream(black_box(&mut buf));
+        });
+        Primitives {
+            sha1,
+            aes,
+            blake3,
+            fsync_write,
+            direct_read,
+        }
+    }
+
+    /// The put pipeline limit, measured now (a new file written and fsynced).
+    pub fn put_limit_now(&mut self, plan: &Plan) -> Result<f64> {
+        self.next += 1;
+        let path = self.dir.join(format!("beside-{}", self.next));
+        let fsync = fsync_write(&path, plan.fsync_bytes)?;
+        Ok(Self::primitives_now(plan, fsync, f64::NAN).put_limit())
+    }
+
+    /// The open pipeline limit, measured now (the reference files read again).
+    pub fn get_limit_now(&self, plan: &Plan) -> Result<f64> {
+        let read = direct_read_files(&self.files, READERS)?;
+        Ok(Self::primitives_now(plan, f64::NAN, read).get_limit())
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        super::trash::set_aside(&self.work, &self.dir);
+    }
+}
+
+pub fn measure(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Result<(Primitives, Probe)> {
     const S: &str = "Reference figures (same run)";
     let mut buf = vec![0u8; BUF];
     fill_random(&mut buf, 1);
@@ -130,22 +186,31 @@ pub fn measure(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Result<Primitiv
     let (tcp, tcp_cpu): (Vec<f64>, Vec<f64>) = (0..plan.ref_runs)
         .map(|_| tcp_loopback(plan.tcp_bytes).unwrap_or((f64::NAN, f64::NAN)))
         .unzip();
+    // Every run writes files of its own and none is deleted until the bench
+    // ends: deletions would slow the file creations of the sections that
+    // follow (see trash.rs).
     let probe = work.join("fsync-probe");
     let mut fsync = Vec::new();
-    for _ in 0..plan.ref_runs {
-        fsync.push(fsync_write(&probe, plan.fsync_bytes)?);
+    for run in 0..plan.ref_runs {
+        fsync.push(fsync_write(
+            &probe.join(format!("big-{run}")),
+            plan.fsync_bytes,
+        )?);
     }
-    let (mut chunk_fsync, mut direct_read) = (Vec::new(), Vec::new());
-    for _ in 0..plan.ref_runs {
-        let (rate, files) = chunk_files_fsync(&probe, plan.fsync_bytes)?;
+    let (mut chunk_fsync, mut direct_read, mut files) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 0..plan.ref_runs {
+        let (rate, written) =
+            chunk_files_fsync(&probe.join(format!("run-{run}")), plan.fsync_bytes)?;
         chunk_fsync.push(rate);
-        let read = direct_read_files(&files, READERS);
-        for f in &files {
-            let _ = std::fs::remove_file(f);
-        }
-        direct_read.push(read?);
+        direct_read.push(direct_read_files(&written, READERS)?);
+        files = written;
     }
-    let _ = std::fs::remove_dir_all(&probe);
+    let probe = Probe {
+        work: work.to_path_buf(),
+        dir: probe,
+        files,
+        next: 0,
+    };
 
     let p = Primitives {
         sha1: super::report::median(&sha1),
@@ -218,7 +283,7 @@ pub fn measure(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Result<Primitiv
         .samples(vec![p.get_limit()])
         .note("issue 8's single-node get reference"),
     );
-    Ok(p)
+    Ok((p, probe))
 }
 
 /// One TCP connection on 127.0.0.1 moving `bytes` between two tasks of a
@@ -268,16 +333,16 @@ fn tcp_loopback(bytes: usize) -> Result<(f64, f64)> {
     })
 }
 
-/// Sequential writes of `bytes` in 1 MiB pieces, then one fsync.
-fn fsync_write(dir: &Path, bytes: usize) -> Result<f64> {
-    std::fs::create_dir_all(dir)?;
-    let path = dir.join("big");
-    let _ = std::fs::remove_file(&path);
+/// Sequential writes of `bytes` in 1 MiB pieces to a new file `path`, then one fsync.
+fn fsync_write(path: &Path, bytes: usize) -> Result<f64> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
     let mut buf = vec![0u8; BUF];
     fill_random(&mut buf, 11);
     let start = Instant::now();
-    let mut f = std::fs::File::create(&path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
+    let mut f =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut written = 0;
     while written < bytes {
         buf[..8].copy_from_slice(&(written as u64).to_le_bytes());
@@ -286,13 +351,11 @@ fn fsync_write(dir: &Path, bytes: usize) -> Result<f64> {
     }
     f.sync_all()?;
     let secs = start.elapsed().as_secs_f64();
-    drop(f);
-    std::fs::remove_file(&path)?;
     Ok(written as f64 / secs / MB)
 }
 
-/// Two threads each writing 1 MiB files, each fsynced before the next;
-/// returns MB/s and the files, which the caller deletes.
+/// Two threads each writing 1 MiB files in `dir`, each fsynced before the
+/// next; returns MB/s and the files.
 fn chunk_files_fsync(dir: &Path, bytes: usize) -> Result<(f64, Vec<PathBuf>)> {
     std::fs::create_dir_all(dir)?;
     let per_thread = bytes / 2 / BUF;
