@@ -10,8 +10,10 @@
 //! 208 us right after deleting 4,800 files.
 //!
 //! A node does not see thousands of deletions between its writes, so the
-//! bench does not cause them either: nothing is deleted while it runs, and a
-//! run starts only once the last run's deletions are [`SETTLE`] old.
+//! bench does not cause them either: its clusters' files are kept until it
+//! ends, and a run starts only once the last run's deletions are [`SETTLE`]
+//! old. (The reference section deletes and rewrites its probe files: see
+//! refs.rs for why.)
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
