@@ -302,7 +302,21 @@ impl ChunkStore {
         let len = sealed.len() as u64;
         let path = fanout::chunk_path(&self.chunks, id);
         match fs::symlink_metadata(&path) {
-            Ok(meta) if meta.is_file() && meta.len() == len => return Ok(None),
+            // Already stored, if its bytes are these: a file of the right
+            // length may still have rotted, or been put there by a faulty
+            // peer, and acknowledging it would count a copy that cannot be
+            // read. A dedup hit costs one read of the chunk.
+            Ok(meta) if meta.is_file() && meta.len() == len => match self.read(id) {
+                Ok((_, stored)) if stored[..] == *sealed => {
+                    self.recycle(stored.freeze());
+                    return Ok(None);
+                }
+                Ok((_, stored)) => self.quarantine(&path, id, stored.len() as u64),
+                // Gone meanwhile (collected, or quarantined by a reader):
+                // write it.
+                Err(GetError::NotFound { .. } | GetError::Corrupt { .. }) => {}
+                Err(GetError::Io(e)) => return Err(e.into()),
+            },
             // Something else holds the chunk's name: a damaged file. The good
             // bytes are in hand, so set the bad ones aside and write them.
             Ok(meta) => self.quarantine(&path, id, meta.len()),

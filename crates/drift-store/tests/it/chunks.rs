@@ -253,6 +253,30 @@ fn put_replaces_a_truncated_file() {
 }
 
 #[test]
+fn put_replaces_a_file_of_the_right_length_whose_bytes_differ() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ChunkStore::open(dir.path()).unwrap();
+    // Below and above the size written with direct I/O.
+    for (n, len) in [(1u8, 4096usize), (2, 300_000)] {
+        let (id, bytes) = sealed(&vec![n; len]);
+        store.put(&id, &bytes).unwrap();
+        // Rot, or a faulty peer's bytes, under the chunk's name.
+        let mut bad = bytes.clone();
+        bad[len / 2] ^= 0x40;
+        fs::write(chunk_file(dir.path(), &id), &bad).unwrap();
+        assert!(
+            store.put(&id, &bytes).unwrap(),
+            "a file of the right length with other bytes is not the chunk"
+        );
+        assert_eq!(store.get(&id).unwrap(), bytes);
+        assert_eq!(store.quarantined(), u64::from(n));
+        // The same bytes again are a dedup hit: nothing written.
+        assert!(!store.put(&id, &bytes).unwrap());
+        assert_eq!(store.quarantined(), u64::from(n));
+    }
+}
+
+#[test]
 fn quota_refuses_what_does_not_fit() {
     let dir = tempfile::tempdir().unwrap();
     let opts = StoreOptions {
