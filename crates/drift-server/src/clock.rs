@@ -4,10 +4,26 @@
 //! logical counter in the low bits; `node` breaks ties between nodes. A node
 //! never issues a version at or below one it has seen, so a delete written
 //! after a store always wins, even across clock skew.
+//!
+//! A version too far ahead of this node's wall clock ([`MAX_AHEAD`]) is not
+//! plausible and is refused: observed, one such version (a member's broken
+//! clock, or a faulty member's `u64::MAX`) would make every later version
+//! here follow it, and a name written with it could not be overwritten or
+//! deleted until the wall clock caught up.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use drift_store::Version;
+
+/// How far ahead of this node's wall clock a version may be. Generous for
+/// clocks kept by NTP; a node further ahead has its writes refused (and
+/// logged) by the others until its clock is fixed.
+pub const MAX_AHEAD: Duration = Duration::from_secs(10 * 60);
+
+/// Whether `v` is at most [`MAX_AHEAD`] ahead of the wall clock.
+pub fn plausible(v: drift_store::Version) -> bool {
+    v.time <= wall().saturating_add((MAX_AHEAD.as_millis() as u64) << 16)
+}
 
 /// Issues versions for one node.
 #[derive(Debug)]
@@ -68,5 +84,26 @@ mod tests {
         let d = c.next();
         assert!(d > far);
         assert_eq!(d.node, 1);
+    }
+
+    #[test]
+    fn versions_far_ahead_of_the_wall_clock_are_not_plausible() {
+        let now = Clock::new(1, 0).next();
+        assert!(plausible(now));
+        let minute = 60_000u64 << 16;
+        let soon = Version {
+            time: now.time + minute,
+            node: 2,
+        };
+        assert!(plausible(soon));
+        let later = Version {
+            time: now.time + 11 * minute,
+            node: 2,
+        };
+        assert!(!plausible(later));
+        assert!(!plausible(Version {
+            time: u64::MAX,
+            node: 2
+        }));
     }
 }

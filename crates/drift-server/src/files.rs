@@ -296,7 +296,7 @@ async fn lookup(shared: &Arc<Shared>, name: &str) -> Result<Option<NameEntry>, S
             _ => None,
         })
         .flatten()
-        .filter(|e| e.name == name)
+        .filter(|e| e.name == name && crate::clock::plausible(e.version))
         .max_by_key(|e| e.version);
     if let Some(e) = &newest {
         crate::sync::apply_entries(shared, vec![e.clone()]).await?;

@@ -25,10 +25,18 @@ pub(crate) async fn apply_entries(
     shared: &Arc<Shared>,
     entries: Vec<NameEntry>,
 ) -> Result<usize, String> {
+    let n = entries.len();
     let entries: Vec<NameEntry> = entries
         .into_iter()
-        .filter(|e| check_name(&e.name).is_ok())
+        .filter(|e| check_name(&e.name).is_ok() && crate::clock::plausible(e.version))
         .collect();
+    if entries.len() < n {
+        tracing::warn!(
+            refused = n - entries.len(),
+            "entries with an invalid name or a version over {} s ahead of this node's clock were refused: is a member's clock wrong?",
+            crate::clock::MAX_AHEAD.as_secs()
+        );
+    }
     if entries.is_empty() {
         return Ok(0);
     }

@@ -660,3 +660,40 @@ async fn a_chunk_whose_bytes_fail_their_check_is_refused() {
     member.shutdown().await;
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_far_ahead_of_the_clock_is_refused_and_later_writes_still_win() {
+    use drift_p2p::{Config, Endpoint, NodeKey, Role};
+    use drift_store::{NameEntry, Version};
+    // One replica: the pushing member joins the cluster, and stores must not
+    // wait on it.
+    let c = Cluster::start(1, |cfg| cfg.replicas = 1).await;
+    c.node(0).store("k", &b"first"[..]).await.unwrap();
+    // A member (it holds the secret) pushes a tombstone from the far future.
+    let (ep, _events) =
+        Endpoint::<Msg>::client(Config::new(&c.secret, NodeKey::generate(), Role::Node));
+    let conn = tokio::time::timeout(LIMIT, ep.connect(c.node(0).listen_addr()))
+        .await
+        .unwrap()
+        .unwrap();
+    let far = NameEntry {
+        name: "k".into(),
+        version: Version {
+            time: u64::MAX,
+            node: 7,
+        },
+        deleted: true,
+        size: 0,
+        content: Vec::new(),
+    };
+    let _ = conn.request(Msg::PushEntries { entries: vec![far] }).await;
+    assert_eq!(read(c.node(0), "k").await.unwrap(), b"first");
+    ep.shutdown().await;
+    // The node's own versions did not jump: a store, then a delete, win.
+    c.node(0).store("k", &b"second"[..]).await.unwrap();
+    assert_eq!(read(c.node(0), "k").await.unwrap(), b"second");
+    c.node(0).delete("k").await.unwrap();
+    let err = read(c.node(0), "k").await.unwrap_err();
+    assert!(matches!(err, GetError::NotFound(_)), "{err}");
+    c.shutdown().await;
+}
