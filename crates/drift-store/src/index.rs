@@ -19,10 +19,15 @@
 //! carries all of them with one commit (one set of fsyncs). Each caller still
 //! returns only once its own entries are durable, and each caller's entries
 //! are still all or nothing.
+//!
+//! After an I/O error (a full disk, say), redb refuses every later call until
+//! the database is opened again. The index then reopens it, so the call that
+//! failed reports the error, and calls after it work again once the cause
+//! is gone, without restarting the node.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 
 use drift_crypto::{Keys, RecordError};
 use redb::{Database, ReadableTable, TableDefinition};
@@ -43,7 +48,9 @@ const CHECK_PLAIN: &[u8] = b"drift name index v1";
 /// no names and no manifests to anyone without the cluster secret.
 /// `Send + Sync`; every method takes `&self`.
 pub struct NameIndex {
-    db: Database,
+    /// `None` while it cannot be reopened after an I/O error.
+    db: RwLock<Option<Database>>,
+    open_db: Box<OpenDb>,
     sealer: Sealer,
     group: Mutex<Group>,
     group_done: Condvar,
@@ -59,6 +66,9 @@ struct Group {
     results: HashMap<u64, Result<Vec<bool>, IndexError>>,
 }
 
+/// Opens (or creates) the database file.
+type OpenDb = dyn Fn() -> Result<Database, redb::DatabaseError> + Send + Sync;
+
 /// Most callers one group transaction carries; bounds its size and latency.
 const MAX_GROUP: usize = 256;
 
@@ -72,15 +82,29 @@ impl NameIndex {
     /// Opens (creating if needed) the index in `data_dir`, checking that it
     /// was written with the same cluster secret as `keys`.
     pub fn open(data_dir: &Path, keys: &Keys) -> Result<NameIndex, StoreError> {
+        let path = data_dir.join("index.redb");
+        NameIndex::open_with(data_dir, keys, move || Database::create(&path))
+    }
+
+    /// [`NameIndex::open`] with the database opened by `open_db`, which is
+    /// called again to reopen it after an I/O error. For tests that need a
+    /// storage backend that fails.
+    #[doc(hidden)]
+    pub fn open_with(
+        data_dir: &Path,
+        keys: &Keys,
+        open_db: impl Fn() -> Result<Database, redb::DatabaseError> + Send + Sync + 'static,
+    ) -> Result<NameIndex, StoreError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| StoreError::io("create data directory", data_dir, e))?;
         let path = data_dir.join("index.redb");
-        let db = Database::create(&path).map_err(|e| StoreError::Database {
+        let db = open_db().map_err(|e| StoreError::Database {
             path: path.clone(),
             source: Box::new(e.into()),
         })?;
         let index = NameIndex {
-            db,
+            db: RwLock::new(Some(db)),
+            open_db: Box::new(open_db),
             sealer: Sealer::new(keys),
             group: Mutex::default(),
             group_done: Condvar::new(),
@@ -91,7 +115,11 @@ impl NameIndex {
 
     /// Creates the tables and the secret check on first use; checks it after.
     fn check_or_init(&self, path: PathBuf) -> Result<(), IndexError> {
-        let txn = self.db.begin_write().map_err(IndexError::db)?;
+        self.with_db(|db| self.check_or_init_in(db, path))
+    }
+
+    fn check_or_init_in(&self, db: &Database, path: PathBuf) -> Result<(), IndexError> {
+        let txn = db.begin_write().map_err(IndexError::db)?;
         {
             txn.open_table(ENTRIES).map_err(IndexError::db)?;
             txn.open_table(META).map_err(IndexError::db)?;
@@ -135,12 +163,51 @@ impl NameIndex {
 
     /// The entry whose name hashes to `hash` (see [`NameIndex::name_hash`]).
     pub fn get_by_hash(&self, hash: &[u8; 32]) -> Result<Option<NameEntry>, IndexError> {
-        let txn = self.db.begin_read().map_err(IndexError::db)?;
-        let table = txn.open_table(ENTRIES).map_err(IndexError::db)?;
-        let Some(value) = table.get(&hash[..]).map_err(IndexError::db)? else {
-            return Ok(None);
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(IndexError::db)?;
+            let table = txn.open_table(ENTRIES).map_err(IndexError::db)?;
+            let Some(value) = table.get(&hash[..]).map_err(IndexError::db)? else {
+                return Ok(None);
+            };
+            self.sealer.open_entry(hash, value.value()).map(Some)
+        })
+    }
+
+    /// Runs `f` on the database, and reopens it if `f` failed on an I/O
+    /// error (after which redb refuses every call until it is reopened). A
+    /// database left closed by a reopen that failed is reopened first.
+    fn with_db<T>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, IndexError>,
+    ) -> Result<T, IndexError> {
+        let closed = self.read_db().is_none();
+        if closed && let Err(e) = self.reopen() {
+            return Err(IndexError::db(e));
+        }
+        let result = match self.read_db().as_ref() {
+            Some(db) => f(db),
+            None => Err(IndexError::db(redb::Error::PreviousIo)),
         };
-        self.sealer.open_entry(hash, value.value()).map(Some)
+        if let Err(IndexError::Database(e)) = &result
+            && matches!(**e, redb::Error::Io(_) | redb::Error::PreviousIo)
+        {
+            // Its error is this call's; the next call retries a failed reopen.
+            let _ = self.reopen();
+        }
+        result
+    }
+
+    fn read_db(&self) -> std::sync::RwLockReadGuard<'_, Option<Database>> {
+        self.db.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Closes the database and opens it again; leaves it closed if that fails.
+    fn reopen(&self) -> Result<(), redb::DatabaseError> {
+        let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        // Closed first: redb allows one open handle per file.
+        *db = None;
+        *db = Some((self.open_db)()?);
+        Ok(())
     }
 
     /// The index key of a name: its keyed hash under the cluster's name key.
@@ -234,7 +301,15 @@ impl NameIndex {
 
     /// Applies several callers' entries, in order, in one transaction.
     fn apply_txn(&self, lists: &[&[NameEntry]]) -> Result<Vec<Vec<bool>>, IndexError> {
-        let txn = self.db.begin_write().map_err(IndexError::db)?;
+        self.with_db(|db| self.apply_txn_in(db, lists))
+    }
+
+    fn apply_txn_in(
+        &self,
+        db: &Database,
+        lists: &[&[NameEntry]],
+    ) -> Result<Vec<Vec<bool>>, IndexError> {
+        let txn = db.begin_write().map_err(IndexError::db)?;
         let mut all = Vec::with_capacity(lists.len());
         {
             let mut table = txn.open_table(ENTRIES).map_err(IndexError::db)?;
@@ -280,8 +355,16 @@ impl NameIndex {
     }
 
     /// Opens every entry in key order and maps it with `f`.
-    fn scan<T>(&self, mut f: impl FnMut([u8; 32], NameEntry) -> T) -> Result<Vec<T>, IndexError> {
-        let txn = self.db.begin_read().map_err(IndexError::db)?;
+    fn scan<T>(&self, f: impl FnMut([u8; 32], NameEntry) -> T) -> Result<Vec<T>, IndexError> {
+        self.with_db(|db| self.scan_in(db, f))
+    }
+
+    fn scan_in<T>(
+        &self,
+        db: &Database,
+        mut f: impl FnMut([u8; 32], NameEntry) -> T,
+    ) -> Result<Vec<T>, IndexError> {
+        let txn = db.begin_read().map_err(IndexError::db)?;
         let table = txn.open_table(ENTRIES).map_err(IndexError::db)?;
         let mut out = Vec::new();
         for item in table.iter().map_err(IndexError::db)? {
@@ -299,7 +382,15 @@ impl NameIndex {
     /// Removes tombstones with `version.time < older_than_time`, returning how
     /// many. Live entries and unreadable records are left alone.
     pub fn purge_tombstones(&self, older_than_time: u64) -> Result<usize, IndexError> {
-        let txn = self.db.begin_write().map_err(IndexError::db)?;
+        self.with_db(|db| self.purge_tombstones_in(db, older_than_time))
+    }
+
+    fn purge_tombstones_in(
+        &self,
+        db: &Database,
+        older_than_time: u64,
+    ) -> Result<usize, IndexError> {
+        let txn = db.begin_write().map_err(IndexError::db)?;
         let mut n_purged = 0;
         {
             let mut table = txn.open_table(ENTRIES).map_err(IndexError::db)?;
@@ -329,23 +420,27 @@ impl NameIndex {
 
     /// A small piece of node state stored under `key` (sealed on disk).
     pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, IndexError> {
-        let txn = self.db.begin_read().map_err(IndexError::db)?;
-        let table = txn.open_table(META).map_err(IndexError::db)?;
-        let Some(value) = table.get(key).map_err(IndexError::db)? else {
-            return Ok(None);
-        };
-        self.sealer.open_meta(key, value.value()).map(Some)
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(IndexError::db)?;
+            let table = txn.open_table(META).map_err(IndexError::db)?;
+            let Some(value) = table.get(key).map_err(IndexError::db)? else {
+                return Ok(None);
+            };
+            self.sealer.open_meta(key, value.value()).map(Some)
+        })
     }
 
     /// Stores a small piece of node state under `key`, durable on return.
     pub fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), IndexError> {
         let sealed = self.sealer.seal_meta(key, value)?;
-        let txn = self.db.begin_write().map_err(IndexError::db)?;
-        {
-            let mut table = txn.open_table(META).map_err(IndexError::db)?;
-            table.insert(key, &sealed[..]).map_err(IndexError::db)?;
-        }
-        txn.commit().map_err(IndexError::db)
+        self.with_db(|db| {
+            let txn = db.begin_write().map_err(IndexError::db)?;
+            {
+                let mut table = txn.open_table(META).map_err(IndexError::db)?;
+                table.insert(key, &sealed[..]).map_err(IndexError::db)?;
+            }
+            txn.commit().map_err(IndexError::db)
+        })
     }
 }
 

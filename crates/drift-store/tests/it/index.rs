@@ -261,3 +261,91 @@ fn a_damaged_record_is_corrupt_not_garbage() {
         Some(entry("garbage", 1, 1, false))
     );
 }
+
+/// A database file whose writes and flushes fail while `full` is set, as
+/// on a full disk.
+#[derive(Debug)]
+struct FillableDisk {
+    file: redb::backends::FileBackend,
+    full: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FillableDisk {
+    fn check(&self) -> std::io::Result<()> {
+        if self.full.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+        }
+        Ok(())
+    }
+}
+
+impl redb::StorageBackend for FillableDisk {
+    fn len(&self) -> std::io::Result<u64> {
+        self.file.len()
+    }
+    fn read(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        self.file.read(offset, len)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.check()?;
+        self.file.set_len(len)
+    }
+    fn sync_data(&self, eventual: bool) -> std::io::Result<()> {
+        self.check()?;
+        self.file.sync_data(eventual)
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.check()?;
+        self.file.write(offset, data)
+    }
+}
+
+#[test]
+fn after_a_full_disk_the_index_works_again_once_space_is_freed() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let full = Arc::new(AtomicBool::new(false));
+    let path = dir.path().join("index.redb");
+    let open_db = {
+        let full = full.clone();
+        move || {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)?;
+            let disk = FillableDisk {
+                file: redb::backends::FileBackend::new(file)?,
+                full: full.clone(),
+            };
+            redb::Builder::new().create_with_backend(disk)
+        }
+    };
+    let index = NameIndex::open_with(dir.path(), &keys(1), open_db).unwrap();
+    index.apply(&[entry("before", 1, 1, false)]).unwrap();
+
+    full.store(true, Ordering::SeqCst);
+    for (i, name) in ["while-full-1", "while-full-2"].iter().enumerate() {
+        let err = index
+            .apply(&[entry(name, 2 + i as u64, 1, false)])
+            .unwrap_err();
+        assert!(matches!(err, IndexError::Database(_)), "{err}");
+    }
+    // Space freed: the next write works, without reopening the index by hand.
+    full.store(false, Ordering::SeqCst);
+    index.apply(&[entry("after", 5, 1, false)]).unwrap();
+    let names: Vec<String> = index
+        .entries()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert!(names.contains(&"before".to_string()), "{names:?}");
+    assert!(names.contains(&"after".to_string()), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("while-full")),
+        "{names:?}"
+    );
+}
