@@ -85,8 +85,7 @@ fn tune_malloc() {}
 pub fn run(cli: Cli) -> Result<()> {
     if let Command::Keygen = cli.command {
         let secret = ClusterSecret::generate()?;
-        println!("{}", secret.to_hex());
-        return Ok(());
+        return output::emit(&format!("{}\n", secret.to_hex()));
     }
     let secret = load_secret(cli.secret_file.as_deref())?;
     if matches!(cli.command, Command::Node(_)) {
@@ -173,11 +172,12 @@ async fn run_node(args: NodeArgs, secret: ClusterSecret) -> Result<()> {
     config.max_bytes = args.max_bytes;
     config.scrub_interval = Duration::from_secs(args.scrub_interval.max(1));
     let node = Node::start(config).await?;
-    println!(
-        "drift node {} listening on {}",
+    // Scripts wait for this line; a node whose stdout is gone runs on.
+    let _ = output::emit(&format!(
+        "drift node {} listening on {}\n",
         node.id(),
         node.listen_addr()
-    );
+    ));
     tokio::select! {
         signal = wait_for_signal() => signal?,
         _ = parent_gone(parent) => tracing::info!("the parent process exited"),

@@ -1,7 +1,23 @@
 //! Tables for people and JSON for scripts.
 
-use anyhow::Result;
+use std::fmt::Write as _;
+
+use anyhow::{Context, Result};
 use drift_server::{FileInfo, NodeStatus};
+
+/// Writes `text` to stdout. A reader that went away (`drift ls | head -1`)
+/// is not an error: drift stops quietly, as other Unix tools do.
+pub fn emit(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("cannot write to stdout"),
+    }
+}
 
 /// Bytes as a short human figure (`1.5 MiB`).
 pub fn human_bytes(n: u64) -> String {
@@ -38,9 +54,10 @@ fn printable(name: &str) -> String {
 }
 
 pub fn print_files(files: &[FileInfo], json: bool) -> Result<()> {
+    let mut out = String::new();
     if json {
-        println!("{}", serde_json::to_string_pretty(files)?);
-        return Ok(());
+        writeln!(out, "{}", serde_json::to_string_pretty(files)?)?;
+        return emit(&out);
     }
     let names: Vec<String> = files.iter().map(|f| printable(&f.name)).collect();
     let width = names
@@ -49,30 +66,32 @@ pub fn print_files(files: &[FileInfo], json: bool) -> Result<()> {
         .max()
         .unwrap_or(4)
         .max(4);
-    println!("{:<width$}  {:>10}  VERSION", "NAME", "SIZE");
+    writeln!(out, "{:<width$}  {:>10}  VERSION", "NAME", "SIZE")?;
     for (f, name) in files.iter().zip(&names) {
-        println!(
+        writeln!(
+            out,
             "{:<width$}  {:>10}  {:x}.{:016x}",
             name,
             human_bytes(f.size),
             f.version.time,
             f.version.node
-        );
+        )?;
     }
-    println!("{} file(s)", files.len());
-    Ok(())
+    writeln!(out, "{} file(s)", files.len())?;
+    emit(&out)
 }
 
 pub fn print_status(s: &NodeStatus, json: bool) -> Result<()> {
+    let mut out = String::new();
     if json {
-        println!("{}", serde_json::to_string_pretty(s)?);
-        return Ok(());
+        writeln!(out, "{}", serde_json::to_string_pretty(s)?)?;
+        return emit(&out);
     }
-    println!("node        {}", s.node_id);
-    println!("listen      {}", s.listen);
-    println!("replicas    R = {}", s.replicas);
-    println!("names       {} ({} tombstones)", s.names, s.tombstones);
-    println!("chunks      {} ({})", s.chunks, human_bytes(s.bytes));
+    writeln!(out, "node        {}", s.node_id)?;
+    writeln!(out, "listen      {}", s.listen)?;
+    writeln!(out, "replicas    R = {}", s.replicas)?;
+    writeln!(out, "names       {} ({} tombstones)", s.names, s.tombstones)?;
+    writeln!(out, "chunks      {} ({})", s.chunks, human_bytes(s.bytes))?;
     let mut problems = Vec::new();
     if s.missing > 0 {
         problems.push(format!(
@@ -88,26 +107,27 @@ pub fn print_status(s: &NodeStatus, json: bool) -> Result<()> {
     } else {
         problems.join("; ")
     };
-    println!("replication {health}");
-    println!("quarantined {}", s.quarantined);
-    println!();
-    println!("{:<22}  {:<6}  {:>8}  ID", "PEER", "STATE", "SINCE");
+    writeln!(out, "replication {health}")?;
+    writeln!(out, "quarantined {}", s.quarantined)?;
+    writeln!(out)?;
+    writeln!(out, "{:<22}  {:<6}  {:>8}  ID", "PEER", "STATE", "SINCE")?;
     for p in &s.peers {
-        println!(
+        writeln!(
+            out,
             "{:<22}  {:<6}  {:>7}s  {}",
             p.addr.to_string(),
             p.state.to_string(),
             p.since_secs,
             &p.id[..16.min(p.id.len())]
-        );
+        )?;
     }
     let up = s
         .peers
         .iter()
         .filter(|p| p.state == drift_server::PeerState::Up)
         .count();
-    println!("{up} of {} peer(s) up", s.peers.len());
-    Ok(())
+    writeln!(out, "{up} of {} peer(s) up", s.peers.len())?;
+    emit(&out)
 }
 
 #[cfg(test)]

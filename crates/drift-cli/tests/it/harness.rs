@@ -39,6 +39,11 @@ impl Run {
 
 /// Runs `drift ARGS` with `secret` (if any) in DRIFT_SECRET, bounded in time.
 pub fn drift(args: &[&str], secret: Option<&str>) -> Run {
+    drift_to(args, secret, Stdio::piped())
+}
+
+/// [`drift`] with its stdout going to `stdout` (its output is then not in the [`Run`]).
+pub fn drift_to(args: &[&str], secret: Option<&str>, stdout: Stdio) -> Run {
     let mut cmd = Command::new(bin());
     cmd.args(args)
         .env_remove("DRIFT_SECRET")
@@ -47,7 +52,7 @@ pub fn drift(args: &[&str], secret: Option<&str>) -> Run {
         cmd.env("DRIFT_SECRET", s);
     }
     let child = cmd
-        .stdout(Stdio::piped())
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

@@ -5,7 +5,7 @@ mod harness;
 
 use std::time::Duration;
 
-use harness::{Cluster, drift, free_port, spawn_with_stderr};
+use harness::{Cluster, drift, drift_to, free_port, spawn_with_stderr};
 
 #[test]
 fn keygen_prints_a_fresh_secret() {
@@ -391,4 +391,23 @@ fn get_to_a_file_gives_the_usual_mode_and_names_only_that_file() {
     assert!(e.contains(nowhere.to_str().unwrap()), "{e}");
     assert!(!e.contains(".drift-get-"), "{e}");
     assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    // `drift status | head -0`: the reader is gone before drift writes.
+    let c = Cluster::start(1);
+    let node = c.addr(0).to_string();
+    for args in [
+        vec!["status", "--node", &node],
+        vec!["ls", "--node", &node],
+        vec!["keygen"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let run = drift_to(&args, Some(&c.secret), writer.into());
+        let stderr = String::from_utf8_lossy(&run.0.stderr).into_owned();
+        assert!(run.0.status.success(), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
 }
