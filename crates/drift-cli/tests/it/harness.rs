@@ -51,11 +51,7 @@ pub fn drift_to(args: &[&str], secret: Option<&str>, stdout: Stdio) -> Run {
     if let Some(s) = secret {
         cmd.env("DRIFT_SECRET", s);
     }
-    let child = cmd
-        .stdout(stdout)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = cmd.stdout(stdout).stderr(Stdio::piped()).spawn().unwrap();
     let guard = ChildGuard(Some(child));
     Run(guard.wait_with_timeout(Duration::from_secs(60)))
 }
