@@ -49,6 +49,11 @@ pub struct NodeConfig {
     pub max_bytes: Option<u64>,
     /// Most chunks one store or get keeps in flight.
     pub pipeline_depth: usize,
+    /// Most bytes the chunk buffers of uploads (clients' puts, chunks sent
+    /// by peers) hold at once, over the whole node; raised to at least one
+    /// largest chunk. An upload that finds none free within
+    /// `request_timeout` fails as busy. Default 256 MiB.
+    pub transfer_memory: usize,
 }
 
 impl NodeConfig {
@@ -74,6 +79,7 @@ impl NodeConfig {
             tombstone_ttl: Duration::from_secs(30 * 24 * 3600),
             max_bytes: None,
             pipeline_depth: 8,
+            transfer_memory: 256 << 20,
         }
     }
 }

@@ -92,6 +92,10 @@ pub enum StoreError {
     /// The node is shutting down.
     #[error("node is shutting down")]
     ShuttingDown,
+    /// The node's memory for transfers stayed in use (by other uploads) for
+    /// a whole request timeout.
+    #[error("{}", crate::serve::BUSY)]
+    Busy,
 }
 
 /// Why `get` failed.

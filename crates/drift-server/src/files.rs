@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 
 use futures_util::stream::StreamExt;
 use futures_util::{Stream, future::join_all};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::chunks;
@@ -25,8 +25,13 @@ use crate::{DeleteError, GetError, StoreError};
 /// Chunks up to this size are sealed on the async thread.
 const INLINE_SEAL_MAX: usize = 64 * 1024;
 
-/// Seals one chunk and writes it to its replicas.
-async fn seal_and_write(shared: Arc<Shared>, mut buf: BytesMut) -> Result<ChunkRef, StoreError> {
+/// Seals one chunk and writes it to its replicas. `_held` is the buffer's
+/// share of the node's transfer memory, given back when this ends.
+async fn seal_and_write(
+    shared: Arc<Shared>,
+    mut buf: BytesMut,
+    _held: Option<OwnedSemaphorePermit>,
+) -> Result<ChunkRef, StoreError> {
     // Copies for peers carry a digest computed in the sealing pass; a
     // one-replica cluster skips it (a chunk placed on a peer then gets it in
     // a pass of its own).
@@ -88,13 +93,27 @@ where
     // next chunk is read; dropping the queue (an error, a cancelled store)
     // aborts whatever is still in flight.
     let mut in_flight: VecDeque<AbortOnDropHandle<Result<ChunkRef, StoreError>>> = VecDeque::new();
-    let spawn_chunk =
-        |buf: BytesMut| AbortOnDropHandle::new(tokio::spawn(seal_and_write(shared.clone(), buf)));
+    let spawn_chunk = |buf: BytesMut, held: Option<OwnedSemaphorePermit>| {
+        AbortOnDropHandle::new(tokio::spawn(seal_and_write(shared.clone(), buf, held)))
+    };
     let mut refs: Vec<ChunkRef> = Vec::new();
     let mut size: u64 = 0;
+    // Each chunk buffer holds its share of the node's transfer memory, and
+    // must fill (or the input end) within the upload deadline, counting only
+    // time spent waiting for input: an uploader cannot hold memory by
+    // sending a byte at a time.
+    let reserve = || async {
+        shared
+            .reserve_transfer(chunk_size)
+            .await
+            .ok_or(StoreError::Busy)
+    };
+    let deadline = shared.config.request_timeout * crate::serve::UPLOAD_DEADLINE_FACTOR;
     // Chunk buffers are aligned, so the store can write them to disk directly.
     let new_buf = || drift_store::aligned_buffer(chunk_size);
+    let mut held = Some(reserve().await?);
     let mut buf = new_buf();
+    let mut waited = std::time::Duration::ZERO;
     let mut input_done = false;
     let touch_every = shared.config.gc_grace / 3;
     let mut last_touch = std::time::Instant::now();
@@ -110,15 +129,29 @@ where
             last_touch = std::time::Instant::now();
         }
         if !input_done && in_flight.len() < depth {
-            match pieces.next().await {
+            let started = std::time::Instant::now();
+            let next = tokio::time::timeout(deadline.saturating_sub(waited), pieces.next()).await;
+            waited += started.elapsed();
+            let Ok(next) = next else {
+                return Err(StoreError::Read(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "a chunk's worth of input did not arrive within {} s",
+                        deadline.as_secs()
+                    ),
+                )));
+            };
+            match next {
                 Some(Ok(mut piece)) => {
                     size += piece.len() as u64;
                     while !piece.is_empty() {
                         let take = (chunk_size - buf.len()).min(piece.len());
                         buf.extend_from_slice(&piece.split_to(take));
                         if buf.len() == chunk_size {
+                            let full_held = held.replace(reserve().await?);
                             let full = std::mem::replace(&mut buf, new_buf());
-                            in_flight.push_back(spawn_chunk(full));
+                            in_flight.push_back(spawn_chunk(full, full_held));
+                            waited = std::time::Duration::ZERO;
                         }
                     }
                     continue;
@@ -128,7 +161,7 @@ where
                     input_done = true;
                     if !buf.is_empty() {
                         let last = std::mem::take(&mut buf);
-                        in_flight.push_back(spawn_chunk(last));
+                        in_flight.push_back(spawn_chunk(last, held.take()));
                     }
                     continue;
                 }
@@ -208,7 +241,7 @@ async fn build_manifest(
     }
     let parts = join_all(
         list.chunks(chunk_size)
-            .map(|part| seal_and_write(shared.clone(), BytesMut::from(part))),
+            .map(|part| seal_and_write(shared.clone(), BytesMut::from(part), None)),
     )
     .await
     .into_iter()

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use drift_crypto::{ChunkId, Keys};
 use drift_p2p::{Config as P2pConfig, Endpoint, NodeKey, PeerId, Role};
 use drift_store::{ChunkStore, IndexError, NameEntry, NameIndex, PutError, StoreOptions};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -64,6 +64,8 @@ pub(crate) struct Shared {
     pub wake_repair: Notify,
     pub wake_dialer: Notify,
     pub cancel: CancellationToken,
+    /// `config.transfer_memory` in KiB, held by uploads' chunk buffers.
+    pub transfer_budget: Arc<Semaphore>,
 }
 
 impl Shared {
@@ -100,6 +102,25 @@ impl Shared {
 
     pub fn index_changed(&self) {
         self.index_generation.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Holds `bytes` of the node's transfer memory until the permit drops;
+    /// `None` if they are not free within the request timeout.
+    pub async fn reserve_transfer(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        // Never more than the whole budget, which would wait forever.
+        let whole = self
+            .config
+            .transfer_memory
+            .max(drift_crypto::MAX_CHUNK_SIZE)
+            >> 10;
+        let kib = u32::try_from(bytes.div_ceil(1024).min(whole)).ok()?;
+        tokio::time::timeout(
+            self.config.request_timeout,
+            self.transfer_budget.clone().acquire_many_owned(kib),
+        )
+        .await
+        .ok()?
+        .ok()
     }
 }
 
@@ -257,6 +278,9 @@ impl Node {
             wake_repair: Notify::new(),
             wake_dialer: Notify::new(),
             cancel: CancellationToken::new(),
+            transfer_budget: Arc::new(Semaphore::new(
+                config.transfer_memory.max(drift_crypto::MAX_CHUNK_SIZE) >> 10,
+            )),
             config,
         });
         let mut tasks = JoinSet::new();

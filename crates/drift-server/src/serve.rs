@@ -133,6 +133,13 @@ async fn reply(s: &mut Stream<Msg>, msg: Msg) -> Result<(), drift_p2p::StreamErr
     s.finish().await
 }
 
+/// Why an upload was refused for want of transfer memory.
+pub(crate) const BUSY: &str = "the node is busy: its memory for transfers is in use; retry later";
+
+/// A chunk upload, or a client's upload between two chunks, must arrive
+/// within this many request timeouts (60 s by default).
+pub(crate) const UPLOAD_DEADLINE_FACTOR: u32 = 6;
+
 async fn put_chunk(
     shared: &Arc<Shared>,
     s: &mut Stream<Msg>,
@@ -147,11 +154,23 @@ async fn put_chunk(
         )
         .await;
     }
+    // The buffer counts against the node's transfer memory until the chunk
+    // is stored, and the whole chunk must arrive in time: a peer cannot hold
+    // memory by announcing chunks and sending them a byte at a time.
+    let Some(_held) = shared.reserve_transfer(len as usize).await else {
+        return reply(s, failed(FailKind::Unavailable, BUSY)).await;
+    };
+    let deadline = shared.config.request_timeout * UPLOAD_DEADLINE_FACTOR;
     // The bytes are hashed as they arrive; only bytes that pass are stored.
-    let sealed = match recv_chunk(shared, s, id, len as usize, check).await {
-        Ok(b) => b,
-        Err(e) if e == BAD_COPY => return reply(s, failed(FailKind::Corrupt, e)).await,
-        Err(e) => return reply(s, failed(FailKind::BadRequest, e)).await,
+    let received = tokio::time::timeout(deadline, recv_chunk(shared, s, id, len as usize, check));
+    let sealed = match received.await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) if e == BAD_COPY => return reply(s, failed(FailKind::Corrupt, e)).await,
+        Ok(Err(e)) => return reply(s, failed(FailKind::BadRequest, e)).await,
+        Err(_) => {
+            let why = format!("the chunk did not arrive within {} s", deadline.as_secs());
+            return reply(s, failed(FailKind::BadRequest, why)).await;
+        }
     };
     let answer = match crate::chunks::store_local(shared, id, sealed).await {
         Ok(Ok(_)) => {
@@ -270,9 +289,11 @@ async fn client_put(
     let answer = match result {
         Ok((version, size)) => Msg::Stored { version, size },
         Err(e @ StoreError::InvalidName(_)) => failed(FailKind::BadRequest, e.to_string()),
-        Err(e @ (StoreError::Unavailable { .. } | StoreError::NameUnreplicated { .. })) => {
-            failed(FailKind::Unavailable, e.to_string())
-        }
+        Err(
+            e @ (StoreError::Unavailable { .. }
+            | StoreError::NameUnreplicated { .. }
+            | StoreError::Busy),
+        ) => failed(FailKind::Unavailable, e.to_string()),
         Err(e @ StoreError::NoSpace { .. }) => failed(FailKind::NoSpace, e.to_string()),
         Err(e) => failed(FailKind::Internal, e.to_string()),
     };

@@ -697,3 +697,102 @@ async fn a_version_far_ahead_of_the_clock_is_refused_and_later_writes_still_win(
     assert!(matches!(err, GetError::NotFound(_)), "{err}");
     c.shutdown().await;
 }
+
+/// Sends each stream a byte about every 100 ms until it answers; returns
+/// each answer and how many bytes that stream was sent.
+async fn trickle_until_answered(
+    streams: &mut [drift_p2p::Stream<Msg>],
+) -> Vec<(Option<Msg>, usize)> {
+    let mut answers: Vec<Option<(Option<Msg>, usize)>> = streams.iter().map(|_| None).collect();
+    for sent in 0..200 {
+        for (s, answer) in streams.iter_mut().zip(answers.iter_mut()) {
+            if answer.is_some() {
+                continue;
+            }
+            let wait = Duration::from_millis(100 / 3 + 1);
+            if let Ok(got) = tokio::time::timeout(wait, s.recv()).await {
+                *answer = Some((got.ok().flatten(), sent));
+            } else {
+                let _ = s.send(&Msg::Data(vec![7u8].into())).await;
+            }
+        }
+        if answers.iter().all(Option::is_some) {
+            return answers.into_iter().flatten().collect();
+        }
+    }
+    panic!("no answer from every stream after about 20 s of a byte every 100 ms");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_cannot_hold_memory_beyond_the_budget_or_the_deadline() {
+    use drift_p2p::{Config, Endpoint, NodeKey, Role};
+    let c = Cluster::start(1, |cfg| {
+        cfg.replicas = 1;
+        cfg.transfer_memory = 16 << 20;
+        cfg.request_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let addr = c.node(0).listen_addr();
+    // A member announces three 8 MiB chunks: two fit the 16 MiB budget.
+    let (ep, _events) =
+        Endpoint::<Msg>::client(Config::new(&c.secret, NodeKey::generate(), Role::Node));
+    let conn = tokio::time::timeout(LIMIT, ep.connect(addr))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut uploads = Vec::new();
+    for i in 0..3u8 {
+        let mut s = conn.open().await.unwrap();
+        s.send(&Msg::PutChunk {
+            id: drift_crypto::ChunkId::from_bytes([i; 20]),
+            len: 8 << 20,
+        })
+        .await
+        .unwrap();
+        uploads.push(s);
+    }
+    let answers = trickle_until_answered(&mut uploads).await;
+    // One (whichever the node took last) is refused as busy once a request
+    // timeout has passed; the two holding the memory, a byte at a time, are
+    // cut off at the upload deadline (six request timeouts), well before
+    // they could finish.
+    let busy = |m: &Option<Msg>| matches!(m, Some(Msg::Failed { kind: FailKind::Unavailable, message }) if message.contains("busy"));
+    let late = |m: &Option<Msg>| matches!(m, Some(Msg::Failed { message, .. }) if message.contains("did not arrive within"));
+    assert_eq!(
+        answers.iter().filter(|(m, _)| busy(m)).count(),
+        1,
+        "{answers:?}"
+    );
+    assert_eq!(
+        answers.iter().filter(|(m, _)| late(m)).count(),
+        2,
+        "{answers:?}"
+    );
+    assert!(answers.iter().all(|(_, sent)| *sent < 100), "{answers:?}");
+    ep.shutdown().await;
+
+    // A client's upload trickling the same way is cut off too.
+    let (client_ep, _client_events) =
+        Endpoint::<Msg>::client(Config::new(&c.secret, NodeKey::generate(), Role::Client));
+    let conn = tokio::time::timeout(LIMIT, client_ep.connect(addr))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut put = conn.open().await.unwrap();
+    put.send(&Msg::Put {
+        name: "slow".into(),
+    })
+    .await
+    .unwrap();
+    let answers = trickle_until_answered(std::slice::from_mut(&mut put)).await;
+    assert!(
+        matches!(&answers[0].0, Some(Msg::Failed { message, .. }) if message.contains("did not arrive within")),
+        "{answers:?}"
+    );
+    assert!(answers[0].1 < 100, "cut off after {} bytes", answers[0].1);
+    // The node still stores: its budget came back.
+    c.node(0).store("fine", &b"ok"[..]).await.unwrap();
+    assert_eq!(read(c.node(0), "fine").await.unwrap(), b"ok");
+    client_ep.shutdown().await;
+    c.shutdown().await;
+}
