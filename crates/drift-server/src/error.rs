@@ -128,6 +128,10 @@ pub enum GetError {
     /// The node is shutting down.
     #[error("node is shutting down")]
     ShuttingDown,
+    /// The node's memory for transfers stayed in use (by other transfers)
+    /// for a whole request timeout.
+    #[error("{}", crate::serve::BUSY)]
+    Busy,
 }
 
 /// Why `delete` failed.

@@ -346,13 +346,18 @@ pub(crate) async fn get(shared: &Arc<Shared>, name: &str) -> Result<FileReader, 
     };
     let manifest = Manifest::decode(&entry.content, entry.size)
         .map_err(|e| GetError::Manifest(e.to_string()))?;
+    let chunk_size = match &manifest {
+        Manifest::Inline { chunk_size, .. } | Manifest::Indirect { chunk_size, .. } => *chunk_size,
+    };
+    // What one chunk read ahead holds at most.
+    let per_chunk = entry.size.min(u64::from(chunk_size)).max(1) as usize;
     let (tx, rx) = mpsc::channel(shared.config.pipeline_depth.max(1));
     let task_shared = shared.clone();
     let task = tokio::spawn(async move {
         let cancel = task_shared.cancel.clone();
         tokio::select! {
             _ = cancel.cancelled() => { let _ = tx.send(Err(GetError::ShuttingDown)).await; }
-            _ = produce(task_shared, manifest, tx.clone()) => {}
+            _ = produce(task_shared, manifest, per_chunk, tx.clone()) => {}
         }
     });
     Ok(FileReader {
@@ -361,15 +366,21 @@ pub(crate) async fn get(shared: &Arc<Shared>, name: &str) -> Result<FileReader, 
         delivered: 0,
         failed: false,
         rx,
+        held: None,
         task,
     })
 }
+
+/// A chunk's plaintext on its way to the reader, with its share of the
+/// node's transfer memory (given back when the reader takes the next one).
+type Piece = Result<(Bytes, OwnedSemaphorePermit), GetError>;
 
 /// Resolves the chunk list and sends each chunk's plaintext in order.
 async fn produce(
     shared: Arc<Shared>,
     manifest: Manifest,
-    tx: mpsc::Sender<Result<Bytes, GetError>>,
+    per_chunk: usize,
+    tx: mpsc::Sender<Piece>,
 ) {
     let refs = match chunk_list(&shared, manifest).await {
         Ok(refs) => refs,
@@ -381,14 +392,32 @@ async fn produce(
     // Reads run as their own tasks, so they go on while the consumer is slow
     // to take the previous chunk; returning drops (aborts) the rest.
     let depth = shared.config.pipeline_depth.max(1);
-    let mut refs = refs.into_iter();
+    let mut refs = refs.into_iter().peekable();
     let mut in_flight = VecDeque::new();
     loop {
-        while in_flight.len() < depth {
+        while in_flight.len() < depth && refs.peek().is_some() {
+            // Reads ahead hold memory until the reader takes the next one:
+            // they count against the node's transfer budget. Only a read
+            // with nothing ahead of it waits for memory; the others stop
+            // reading ahead, so this get's own chunks can always drain.
+            let held = if in_flight.is_empty() {
+                shared.reserve_transfer(per_chunk).await
+            } else {
+                shared.try_reserve_transfer(per_chunk)
+            };
+            let Some(held) = held else {
+                if in_flight.is_empty() {
+                    let _ = tx.send(Err(GetError::Busy)).await;
+                    return;
+                }
+                break;
+            };
             let Some(r) = refs.next() else { break };
             let shared = shared.clone();
             in_flight.push_back(AbortOnDropHandle::new(tokio::spawn(async move {
-                chunks::read_plain(&shared, &r).await
+                chunks::read_plain(&shared, &r)
+                    .await
+                    .map(|plain| (plain, held))
             })));
         }
         let Some(next) = in_flight.pop_front() else {
@@ -508,7 +537,9 @@ pub struct FileReader {
     version: Version,
     delivered: u64,
     failed: bool,
-    rx: mpsc::Receiver<Result<Bytes, GetError>>,
+    rx: mpsc::Receiver<Piece>,
+    /// The memory share of the piece handed out last.
+    held: Option<OwnedSemaphorePermit>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -539,8 +570,11 @@ impl FileReader {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(item) => item,
         };
+        // The last piece handed out is the reader's now.
+        self.held = None;
         let item = match item {
-            Some(Ok(piece)) => {
+            Some(Ok((piece, held))) => {
+                self.held = Some(held);
                 self.delivered += piece.len() as u64;
                 if self.delivered > self.size {
                     Some(Err(GetError::Manifest(

@@ -107,13 +107,7 @@ impl Shared {
     /// Holds `bytes` of the node's transfer memory until the permit drops;
     /// `None` if they are not free within the request timeout.
     pub async fn reserve_transfer(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
-        // Never more than the whole budget, which would wait forever.
-        let whole = self
-            .config
-            .transfer_memory
-            .max(drift_crypto::MAX_CHUNK_SIZE)
-            >> 10;
-        let kib = u32::try_from(bytes.div_ceil(1024).min(whole)).ok()?;
+        let kib = self.transfer_kib(bytes)?;
         tokio::time::timeout(
             self.config.request_timeout,
             self.transfer_budget.clone().acquire_many_owned(kib),
@@ -121,6 +115,26 @@ impl Shared {
         .await
         .ok()?
         .ok()
+    }
+
+    /// [`Shared::reserve_transfer`] without waiting.
+    pub fn try_reserve_transfer(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let kib = self.transfer_kib(bytes)?;
+        self.transfer_budget
+            .clone()
+            .try_acquire_many_owned(kib)
+            .ok()
+    }
+
+    /// `bytes` in the budget's units (KiB), never more than the whole
+    /// budget, which would wait forever.
+    fn transfer_kib(&self, bytes: usize) -> Option<u32> {
+        let whole = self
+            .config
+            .transfer_memory
+            .max(drift_crypto::MAX_CHUNK_SIZE)
+            >> 10;
+        u32::try_from(bytes.div_ceil(1024).min(whole)).ok()
     }
 }
 

@@ -796,3 +796,25 @@ async fn uploads_cannot_hold_memory_beyond_the_budget_or_the_deadline() {
     client_ep.shutdown().await;
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_ahead_count_against_the_transfer_budget() {
+    let c = Cluster::start(1, |cfg| {
+        cfg.transfer_memory = 8 << 20; // eight 1 MiB chunks
+        cfg.request_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let data = bytes(21, 12 << 20);
+    c.node(0).store("big", &data[..]).await.unwrap();
+    // A reader that takes nothing: its reads ahead fill the budget.
+    let mut idle = c.node(0).get("big").await.unwrap();
+    let first = idle.next_chunk().await.unwrap().unwrap();
+    assert_eq!(first.len(), 1 << 20);
+    // Another read finds no memory left within a request timeout: busy.
+    let err = read(c.node(0), "big").await.unwrap_err();
+    assert!(matches!(err, GetError::Busy), "{err}");
+    // The idle reader goes, its memory comes back, and reads work again.
+    drop(idle);
+    assert_eq!(read(c.node(0), "big").await.unwrap(), data);
+    c.shutdown().await;
+}
