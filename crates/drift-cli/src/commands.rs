@@ -333,6 +333,7 @@ async fn get_to_file(
     path: &Path,
     progress: &mut impl FnMut(u64, u64),
 ) -> Result<u64> {
+    use std::os::unix::fs::PermissionsExt as _;
     if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
         // Opening a FIFO waits for its reader: on the blocking pool.
         let special = tokio::fs::OpenOptions::new()
@@ -352,7 +353,6 @@ async fn get_to_file(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    use std::os::unix::fs::PermissionsExt as _;
     // A new file gets the usual mode (0666 less the umask), as `cp` would
     // give it, not the temporary file's 0600; a replaced file keeps its own.
     let replaced = std::fs::metadata(path)

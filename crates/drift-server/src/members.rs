@@ -384,7 +384,7 @@ pub(crate) async fn run_dialer(shared: Arc<Shared>) {
                 let mut first_failure = false;
                 if let Some(r) = redial {
                     r.dialing = false;
-                    r.failures = if result.is_ok() { 0 } else { r.failures + 1 };
+                    r.failures = if result.is_ok() { 0 } else { r.failures.saturating_add(1) };
                     first_failure = r.failures == 1;
                 }
                 match result {

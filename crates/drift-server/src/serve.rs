@@ -326,7 +326,7 @@ async fn client_get(
             Err(e) => {
                 let kind = match e {
                     GetError::Corrupt { .. } => FailKind::Corrupt,
-                    GetError::Unavailable { .. } => FailKind::Unavailable,
+                    GetError::Unavailable { .. } | GetError::Busy => FailKind::Unavailable,
                     _ => FailKind::Internal,
                 };
                 return reply(s, failed(kind, e.to_string())).await;
