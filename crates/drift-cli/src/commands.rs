@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use drift_crypto::ClusterSecret;
-use drift_server::client::Client;
+use drift_server::client::{Client, ClientError};
 use drift_server::{Node, NodeConfig};
 
 use crate::local_files::BlockWriter;
@@ -300,10 +300,15 @@ async fn get(
     };
     let result = match output {
         None => match stdout_file() {
-            Ok(stdout) => client
+            Ok(stdout) => match client
                 .get(name, BlockWriter::plain(stdout), &mut on_progress)
                 .await
-                .map_err(anyhow::Error::from),
+            {
+                // The reader went away (`drift get NAME | head -c 100`): it
+                // has what it wanted, as with `ls` and `status`.
+                Err(ClientError::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+                other => other.map_err(anyhow::Error::from),
+            },
             Err(e) => Err(anyhow!("cannot write to stdout: {e}")),
         },
         Some(path) => get_to_file(&client, name, &path, &mut on_progress).await,

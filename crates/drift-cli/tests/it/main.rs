@@ -398,10 +398,26 @@ fn output_into_a_closed_pipe_ends_quietly() {
     // `drift status | head -0`: the reader is gone before drift writes.
     let c = Cluster::start(1);
     let node = c.addr(0).to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.bin");
+    std::fs::write(&input, vec![5u8; 3 << 20]).unwrap();
+    drift(
+        &[
+            "put",
+            input.to_str().unwrap(),
+            "--name",
+            "f",
+            "--node",
+            &node,
+        ],
+        Some(&c.secret),
+    )
+    .assert_ok();
     for args in [
         vec!["status", "--node", &node],
         vec!["ls", "--node", &node],
         vec!["keygen"],
+        vec!["get", "f", "--node", &node],
     ] {
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader);
