@@ -525,7 +525,20 @@ pub(crate) async fn status(shared: &Arc<Shared>) -> NodeStatus {
             .under_replicated
             .load(std::sync::atomic::Ordering::Relaxed),
         quarantined,
-        missing: shared.missing.load(std::sync::atomic::Ordering::Relaxed),
+        // The last repair pass's count, or, if more, the chunks reads have
+        // found no good copy of since (every chunk still missing at a pass
+        // is a suspect again after it): a failed read shows at once, not
+        // at the next pass.
+        missing: shared
+            .missing
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(
+                shared
+                    .suspects
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .len() as u64,
+            ),
     }
 }
 

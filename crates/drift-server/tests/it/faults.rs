@@ -236,7 +236,8 @@ async fn bad_copies_served_to_a_reader_are_reported_and_quarantined() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lone_node_keeps_reporting_a_chunk_it_quarantined_as_corrupt() {
-    let c = Cluster::start(1, |_| {}).await;
+    // No repair pass runs during the test: status must know without one.
+    let c = Cluster::start(1, |cfg| cfg.repair_interval = Duration::from_secs(3600)).await;
     let data = bytes(14, 20_000);
     c.node(0).store("alone", &data[..]).await.unwrap();
     flip_a_byte(&chunk_files(c.dirs[0].path())[0]);
@@ -250,6 +251,8 @@ async fn a_lone_node_keeps_reporting_a_chunk_it_quarantined_as_corrupt() {
         );
     }
     assert!(chunk_files(c.dirs[0].path()).is_empty());
+    // Status says so at once, not only after the next repair pass.
+    assert_eq!(c.node(0).status().await.missing, 1);
     c.shutdown().await;
 }
 
