@@ -100,7 +100,7 @@ pub(crate) async fn repair_pass(shared: &Arc<Shared>) -> RepairReport {
         };
     // Group the live local chunks by the peers that should also hold them.
     let mut wanted_on: HashMap<PeerId, Vec<ChunkId>> = HashMap::new();
-    let mut targets_of: HashMap<ChunkId, Vec<PeerId>> = HashMap::new();
+    let mut targets_of: HashMap<ChunkId, (Vec<PeerId>, bool)> = HashMap::new();
     let mut dead = Vec::new();
     for id in &local {
         let is_live = live.as_ref().is_none_or(|l| l.contains(id));
@@ -109,11 +109,15 @@ pub(crate) async fn repair_pass(shared: &Arc<Shared>) -> RepairReport {
             continue;
         }
         let (ranked, r) = placement(shared, id);
+        let keep = ranked
+            .iter()
+            .take(r.max(KEEP_RANKS))
+            .any(|n| *n == shared.me);
         let targets: Vec<PeerId> = ranked.into_iter().take(r).collect();
         for t in targets.iter().filter(|t| **t != shared.me) {
             wanted_on.entry(*t).or_default().push(*id);
         }
-        targets_of.insert(*id, targets);
+        targets_of.insert(*id, (targets, keep));
     }
     let mut held: HashMap<ChunkId, usize> = HashMap::new();
     for (peer, ids) in &wanted_on {
@@ -128,12 +132,12 @@ pub(crate) async fn repair_pass(shared: &Arc<Shared>) -> RepairReport {
             }
         }
     }
-    for (id, targets) in &targets_of {
+    for (id, (targets, keep)) in &targets_of {
         let me_target = targets.contains(&shared.me);
         let copies = held.get(id).copied().unwrap_or(0) + usize::from(me_target);
         if copies < targets.len() {
             report.under_replicated += 1;
-        } else if !me_target {
+        } else if !me_target && !keep {
             // Every replica holds it; this node only kept it as a fallback.
             let store = shared.chunks.clone();
             let id = *id;
@@ -155,6 +159,13 @@ pub(crate) async fn repair_pass(shared: &Arc<Shared>) -> RepairReport {
     }
     report
 }
+
+/// A node keeps its copy of a chunk ranked this high for it, whatever its own
+/// R says. Nodes do not share their `--replicas`: a node started with a
+/// smaller R than the rest would otherwise delete copies the others count as
+/// replicas (an audit lost acknowledged files that way, with two nodes at
+/// R = 1 in an R = 3 cluster). 3 is the default R.
+const KEEP_RANKS: usize = 3;
 
 /// Longest a repair pass spends looking for copies of lost chunks (each
 /// fetch can wait for a request timeout per peer); what is left is counted

@@ -1,5 +1,6 @@
 //! Failures: dead nodes, deletes while down, corrupt chunks, outsiders, lost quorum.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use drift_crypto::ClusterSecret;
@@ -819,5 +820,28 @@ async fn reads_ahead_count_against_the_transfer_budget() {
     // The idle reader goes, its memory comes back, and reads work again.
     drop(idle);
     assert_eq!(read(c.node(0), "big").await.unwrap(), data);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_with_a_smaller_r_keeps_the_copies_the_others_count_on() {
+    let mut c = Cluster::start(3, |_| {}).await;
+    // A fourth node, started (by mistake) with R = 1 in an R = 3 cluster.
+    let n = c.add(vec![c.addrs[0]], &|cfg| cfg.replicas = 1).await;
+    c.wait_connected().await;
+    let data = bytes(31, 10 << 20);
+    c.node(0).store("ten", &data[..]).await.unwrap();
+    // Everyone's repair pass, the R = 1 node's last.
+    for i in [0, 1, 2, n] {
+        c.node(i).repair_now().await;
+    }
+    let mut copies: HashMap<std::ffi::OsString, usize> = HashMap::new();
+    for dir in &c.dirs {
+        for f in chunk_files(dir.path()) {
+            *copies.entry(f.file_name().unwrap().to_owned()).or_default() += 1;
+        }
+    }
+    assert!(copies.len() >= 10, "{copies:?}");
+    assert!(copies.values().all(|&k| k >= 3), "{copies:?}");
     c.shutdown().await;
 }
