@@ -19,6 +19,7 @@
 //! instead of an fsync per file and per directory (see `group_sync`). Where
 //! `syncfs` is missing, each put fsyncs its file and directory itself.
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -84,6 +85,9 @@ pub struct ChunkStore {
     opts: StoreOptions,
     counters: Mutex<Counters>,
     quarantined: AtomicU64,
+    /// The chunks with a file in quarantine (listed at open, and added as
+    /// files are moved there), so asking costs no directory scan.
+    quarantined_set: Mutex<HashSet<ChunkId>>,
     /// Chunks whose rename a crash lost, renamed into place at open.
     finished_at_open: u64,
     sync: GroupSync,
@@ -174,15 +178,20 @@ impl ChunkStore {
         }
         let sync =
             GroupSync::new(File::open(&chunks).map_err(|e| StoreError::io("open", &chunks, e))?);
-        let n_quarantined = fs::read_dir(&quarantine)
+        let names: Vec<std::ffi::OsString> = fs::read_dir(&quarantine)
             .map_err(|e| StoreError::io("read", &quarantine, e))?
-            .count() as u64;
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| StoreError::io("read", &quarantine, e))?;
+        let n_quarantined = names.len() as u64;
+        let quarantined_set = names.iter().filter_map(|n| quarantined_id(n)).collect();
         Ok(ChunkStore {
             chunks,
             quarantine,
             opts,
             counters: Mutex::new(Counters { usage, reserved: 0 }),
             quarantined: AtomicU64::new(n_quarantined),
+            quarantined_set: Mutex::new(quarantined_set),
             finished_at_open,
             sync,
             spares: Spares::default(),
@@ -512,21 +521,13 @@ impl ChunkStore {
         self.quarantined.load(Ordering::Relaxed)
     }
 
-    /// Whether a copy of `id` is in quarantine here: this store found it
-    /// corrupt. Reads the quarantine folder when it is not empty; meant for
-    /// explaining a missing chunk, not for every read.
+    /// Whether a copy of `id` was put in quarantine here (found corrupt),
+    /// now or at an earlier open. Answered from memory.
     pub fn was_quarantined(&self, id: &ChunkId) -> bool {
-        if self.quarantined() == 0 {
-            return false;
-        }
-        let prefix = format!("{}.", id.to_hex());
-        fs::read_dir(&self.quarantine).is_ok_and(|dir| {
-            dir.flatten().any(|e| {
-                e.file_name()
-                    .to_str()
-                    .is_some_and(|n| n.starts_with(&prefix))
-            })
-        })
+        self.quarantined_set
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(id)
     }
 
     /// The chunks that have a file in quarantine, each once, sorted (a
@@ -538,12 +539,7 @@ impl ChunkStore {
         let mut ids = Vec::new();
         for entry in dir {
             let entry = entry.map_err(|e| StoreError::io("read", &self.quarantine, e))?;
-            let name = entry.file_name();
-            let id = name
-                .to_str()
-                .and_then(|n| n.split_once('.'))
-                .and_then(|(hex, _)| hex.parse::<ChunkId>().ok());
-            ids.extend(id);
+            ids.extend(quarantined_id(&entry.file_name()));
         }
         ids.sort_unstable();
         ids.dedup();
@@ -610,9 +606,21 @@ impl ChunkStore {
         let dest = self.quarantine.join(format!("{}.{nanos}", id.to_hex()));
         if fs::rename(path, &dest).is_ok() {
             self.quarantined.fetch_add(1, Ordering::Relaxed);
+            self.quarantined_set
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(*id);
             self.forget(len);
         }
     }
+}
+
+/// The chunk a quarantined file holds (`<40 hex>.<nanos>`, see
+/// [`ChunkStore::quarantine`]); `None` for any other file.
+fn quarantined_id(name: &std::ffi::OsStr) -> Option<ChunkId> {
+    name.to_str()
+        .and_then(|n| n.split_once('.'))
+        .and_then(|(hex, _)| hex.parse().ok())
 }
 
 /// A chunk written to its temp file, waiting for its barrier and rename.

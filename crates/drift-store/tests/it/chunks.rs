@@ -234,6 +234,7 @@ fn a_flipped_byte_is_detected_and_quarantined() {
     fs::write(dir.path().join("quarantine").join("notes.txt"), b"x").unwrap();
     let store = ChunkStore::open(dir.path()).unwrap();
     assert_eq!(store.quarantined_ids().unwrap(), vec![id]);
+    assert!(store.was_quarantined(&id) && !store.was_quarantined(&other));
     assert!(store.has(&id));
 }
 
