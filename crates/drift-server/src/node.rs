@@ -129,13 +129,14 @@ impl Shared {
     /// `bytes` in the budget's units (KiB), never more than the whole
     /// budget, which would wait forever.
     fn transfer_kib(&self, bytes: usize) -> Option<u32> {
-        let whole = self
-            .config
-            .transfer_memory
-            .max(drift_crypto::MAX_CHUNK_SIZE)
-            >> 10;
-        u32::try_from(bytes.div_ceil(1024).min(whole)).ok()
+        u32::try_from(bytes.div_ceil(1024).min(budget_kib(&self.config))).ok()
     }
+}
+
+/// The whole transfer budget in KiB: `transfer_memory`, raised to one
+/// largest chunk.
+fn budget_kib(config: &NodeConfig) -> usize {
+    config.transfer_memory.max(drift_crypto::MAX_CHUNK_SIZE) >> 10
 }
 
 /// Runs a blocking store or index call off the async runtime.
@@ -292,9 +293,7 @@ impl Node {
             wake_repair: Notify::new(),
             wake_dialer: Notify::new(),
             cancel: CancellationToken::new(),
-            transfer_budget: Arc::new(Semaphore::new(
-                config.transfer_memory.max(drift_crypto::MAX_CHUNK_SIZE) >> 10,
-            )),
+            transfer_budget: Arc::new(Semaphore::new(budget_kib(&config))),
             config,
         });
         let mut tasks = JoinSet::new();

@@ -10,6 +10,27 @@ use drift_server::{GetError, PeerState, StoreError};
 
 use crate::cluster::{Cluster, LIMIT, bytes, chunk_files, names, read, wait_for};
 
+/// Connects to the node at `addr` as an outsider holding the secret, in
+/// `role` (a member, or a client), without a node of its own. The events are
+/// returned so the endpoint keeps reporting while the test runs.
+async fn dial_as(
+    secret: &ClusterSecret,
+    addr: std::net::SocketAddr,
+    role: drift_p2p::Role,
+) -> (
+    drift_p2p::Endpoint<Msg>,
+    drift_p2p::Events<Msg>,
+    drift_p2p::Connection<Msg>,
+) {
+    use drift_p2p::{Config, Endpoint, NodeKey};
+    let (ep, events) = Endpoint::<Msg>::client(Config::new(secret, NodeKey::generate(), role));
+    let conn = tokio::time::timeout(LIMIT, ep.connect(addr))
+        .await
+        .unwrap()
+        .unwrap();
+    (ep, events, conn)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_one_of_three_reads_and_writes_still_work() {
     let mut c = Cluster::start(3, |_| {}).await;
@@ -620,11 +641,8 @@ async fn a_store_that_outlasts_the_gc_grace_keeps_its_chunks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_chunk_whose_bytes_fail_their_check_is_refused() {
-    use drift_p2p::{Config, Endpoint, NodeKey, Role};
     let c = Cluster::start(1, |_| {}).await;
-    let (member, _events) =
-        Endpoint::<Msg>::client(Config::new(&c.secret, NodeKey::generate(), Role::Node));
-    let conn = member.connect(c.addrs[0]).await.unwrap();
+    let (member, _events, conn) = dial_as(&c.secret, c.addrs[0], drift_p2p::Role::Node).await;
     let named = b"the bytes the id and the digest name";
     let claimed = drift_crypto::ChunkId::of(named);
     let sent = bytes(3, 100_000);
@@ -667,19 +685,14 @@ async fn a_chunk_whose_bytes_fail_their_check_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_far_ahead_of_the_clock_is_refused_and_later_writes_still_win() {
-    use drift_p2p::{Config, Endpoint, NodeKey, Role};
     use drift_store::{NameEntry, Version};
     // One replica: the pushing member joins the cluster, and stores must not
     // wait on it.
     let c = Cluster::start(1, |cfg| cfg.replicas = 1).await;
     c.node(0).store("k", &b"first"[..]).await.unwrap();
     // A member (it holds the secret) pushes a tombstone from the far future.
-    let (ep, _events) =
-        Endpoint::<Msg>::client(Config::new(&c.secret, NodeKey::generate(), Role::Node));
-    let conn = tokio::time::timeout(LIMIT, ep.connect(c.node(0).listen_addr()))
-        .await
-        .unwrap()
-        .unwrap();
+    let (ep, _events, conn) =
+        dial_as(&c.secret, c.node(0).listen_addr(), drift_p2p::Role::Node).await;
     let far = NameEntry {
         name: "k".into(),
         version: Version {
@@ -729,7 +742,6 @@ async fn trickle_until_answered(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_cannot_hold_memory_beyond_the_budget_or_the_deadline() {
-    use drift_p2p::{Config, Endpoint, NodeKey, Role};
     let c = Cluster::start(1, |cfg| {
         cfg.replicas = 1;
         cfg.transfer_memory = 16 << 20;
@@ -738,12 +750,7 @@ async fn uploads_cannot_hold_memory_beyond_the_budget_or_the_deadline() {
     .await;
     let addr = c.node(0).listen_addr();
     // A member announces three 8 MiB chunks: two fit the 16 MiB budget.
-    let (ep, _events) =
-        Endpoint::<Msg>::client(Config::new(&c.secret, NodeKey::generate(), Role::Node));
-    let conn = tokio::time::timeout(LIMIT, ep.connect(addr))
-        .await
-        .unwrap()
-        .unwrap();
+    let (ep, _events, conn) = dial_as(&c.secret, addr, drift_p2p::Role::Node).await;
     let mut uploads = Vec::new();
     for i in 0..3u8 {
         let mut s = conn.open().await.unwrap();
@@ -776,12 +783,7 @@ async fn uploads_cannot_hold_memory_beyond_the_budget_or_the_deadline() {
     ep.shutdown().await;
 
     // A client's upload trickling the same way is cut off too.
-    let (client_ep, _client_events) =
-        Endpoint::<Msg>::client(Config::new(&c.secret, NodeKey::generate(), Role::Client));
-    let conn = tokio::time::timeout(LIMIT, client_ep.connect(addr))
-        .await
-        .unwrap()
-        .unwrap();
+    let (client_ep, _client_events, conn) = dial_as(&c.secret, addr, drift_p2p::Role::Client).await;
     let mut put = conn.open().await.unwrap();
     put.send(&Msg::Put {
         name: "slow".into(),
