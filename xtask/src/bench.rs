@@ -10,6 +10,7 @@
 //! by an unoptimised drift-p2p.
 
 mod cluster;
+mod floor;
 mod refs;
 mod report;
 mod trash;
@@ -152,6 +153,10 @@ struct Ctx {
     tick: f64,
     /// Unique per file, so no run dedups against another.
     next_tag: u64,
+    /// The same run's references, for the floors.
+    floor: floor::Floor,
+    /// Each transfer against its floor, reported in a section of their own at the end.
+    floors: Vec<Row>,
 }
 
 impl Ctx {
@@ -177,6 +182,9 @@ fn bench(plan: Plan) -> Result<()> {
     let secret = ClusterSecret::generate()?;
     let secret_file = work.join("secret");
     std::fs::write(&secret_file, secret.to_hex())?;
+    let mut rows = Vec::new();
+    println!("reference figures…");
+    let (floor, probe) = refs::measure(&plan, &work, &mut rows)?;
     let mut ctx = Ctx {
         plan,
         bin,
@@ -185,11 +193,9 @@ fn bench(plan: Plan) -> Result<()> {
         secret_file,
         tick: ticks_per_sec(),
         next_tag: u64::from(std::process::id()) << 24,
+        floor,
+        floors: Vec::new(),
     };
-    let mut rows = Vec::new();
-
-    println!("reference figures…");
-    let (prims, probe) = refs::measure(&ctx.plan, &work, &mut rows)?;
     // The references run first, outside this runtime: the TCP one builds its own.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -202,7 +208,7 @@ fn bench(plan: Plan) -> Result<()> {
         let (mut single_put, mut single_get) = (f64::NAN, f64::NAN);
         if ctx.plan.runs("single") {
             println!("single node…");
-            (single_put, single_get) = single_node(&mut ctx, prims, probe, &mut rows).await?;
+            (single_put, single_get) = single_node(&mut ctx, probe, &mut rows).await?;
         }
         if ctx.plan.runs("three") || ctx.plan.runs("small") {
             println!("three nodes, R = 3…");
@@ -212,6 +218,7 @@ fn bench(plan: Plan) -> Result<()> {
             println!("four nodes, R = 3, get through a node without a copy…");
             remote_get(&mut ctx, single_get, &mut rows).await?;
         }
+        rows.append(&mut ctx.floors);
         anyhow::Ok((ctx, rows))
     });
     let (ctx, rows) = rt.block_on(body).context("the bench's task stopped")??;
@@ -261,13 +268,9 @@ fn ms_per_mib(ticks: u64, tick: f64, bytes: u64) -> f64 {
 /// medians. The big file's open limit is measured again right before each
 /// get: the direct read moved 2255 -> 1834 MB/s between runs a minute apart.
 /// (Why not the put limit: see `refs::Probe::primitives_now`.)
-async fn single_node(
-    ctx: &mut Ctx,
-    prims: refs::Primitives,
-    probe: refs::Probe,
-    rows: &mut Vec<Row>,
-) -> Result<(f64, f64)> {
+async fn single_node(ctx: &mut Ctx, probe: refs::Probe, rows: &mut Vec<Row>) -> Result<(f64, f64)> {
     const S: &str = "Single node";
+    let prims = ctx.floor.prims;
     let cluster = ctx.cluster("single", 1, 3)?;
     cluster.wait_ready(&ctx.secret).await?;
     let node = &cluster.nodes[0];
@@ -307,6 +310,8 @@ async fn single_node(
         let mut put_row = Row::new(S, format!("put, {label}"), "MB/s").samples(puts);
         let mut get_row = Row::new(S, format!("get, {label}"), "MB/s").samples(gets);
         if is_big {
+            ctx.floors
+                .push(ctx.floor.single_put(label, put_row.samples.clone()));
             put_row = put_row
                 .against("put pipeline limit", prims.put_limit())
                 .target(Target::RatioAtLeast(0.7));
@@ -362,6 +367,12 @@ async fn three_nodes(ctx: &mut Ctx, single_put: f64, rows: &mut Vec<Row>) -> Res
 
 const THREE: &str = "Three nodes, R = 3";
 
+/// Issue 8's targets for 256 MiB: a 3-node put, a get through a node without
+/// a copy (seconds), and the CPU of a read (CPU-ms/MiB).
+const PUT_LIMIT_S: f64 = 0.5;
+const GET_LIMIT_S: f64 = 0.2;
+const READ_CPU_LIMIT: f64 = 1.0;
+
 async fn big_put(
     ctx: &mut Ctx,
     cluster: &Cluster,
@@ -403,6 +414,8 @@ async fn big_put(
         gets.push(mb_per_s(bytes, secs));
         get_cpu.push(ms_per_mib(c1 - c0, ctx.tick, bytes));
     }
+    ctx.floors
+        .push(ctx.floor.three_put(&label, puts.clone(), PUT_LIMIT_S));
     rows.push(
         Row::new(S, format!("put through node 0, {label}"), "MB/s")
             .samples(puts)
@@ -414,7 +427,7 @@ async fn big_put(
         format!("put time, {label}"),
         secs_all,
         bytes,
-        0.5,
+        PUT_LIMIT_S,
     ));
     rows.push(
         Row::new(S, "put CPU, summed over the 3 nodes", "CPU-ms/MiB")
@@ -438,7 +451,7 @@ async fn big_put(
     rows.push(
         Row::new(S, "get CPU, summed over the 3 nodes", "CPU-ms/MiB")
             .samples(get_cpu)
-            .target(Target::ValueAtMost(1.0)),
+            .target(Target::ValueAtMost(READ_CPU_LIMIT)),
     );
     client.close().await;
     Ok(())
@@ -592,6 +605,11 @@ async fn remote_get(ctx: &mut Ctx, single_get: f64, rows: &mut Vec<Row>) -> Resu
     }
     let peaks = cluster.peaks_mib()?;
     let label = format!("{} MiB", bytes >> 20);
+    ctx.floors
+        .push(ctx.floor.remote_get(&label, gets.clone(), GET_LIMIT_S));
+    let total = cpu.iter().zip(&get_client.client).map(|(n, c)| n + c);
+    ctx.floors
+        .push(ctx.floor.remote_get_cpu(total.collect(), READ_CPU_LIMIT));
     rows.push(
         Row::new(S, format!("get through node 3, {label}"), "MB/s")
             .samples(gets)
@@ -604,12 +622,12 @@ async fn remote_get(ctx: &mut Ctx, single_get: f64, rows: &mut Vec<Row>) -> Resu
         format!("get time, {label}"),
         secs_all,
         bytes,
-        0.2,
+        GET_LIMIT_S,
     ));
     rows.push(
         Row::new(S, "get CPU, summed over the 4 nodes", "CPU-ms/MiB")
             .samples(cpu)
-            .target(Target::ValueAtMost(1.0)),
+            .target(Target::ValueAtMost(READ_CPU_LIMIT)),
     );
     rows.extend(get_client.rows(S, "get", &label));
     rows.push(peak_row(

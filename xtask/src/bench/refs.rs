@@ -13,6 +13,7 @@ use sha1::{Digest, Sha1};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::Plan;
+use super::floor::Floor;
 use super::report::Row;
 use super::workload::fill_random;
 
@@ -124,7 +125,7 @@ impl Drop for Probe {
     }
 }
 
-pub fn measure(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Result<(Primitives, Probe)> {
+pub fn measure(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Result<(Floor, Probe)> {
     const S: &str = "Reference figures (same run)";
     let mut buf = vec![0u8; BUF];
     fill_random(&mut buf, 1);
@@ -216,6 +217,13 @@ pub fn measure(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Result<(Primiti
         fsync_write: super::report::median(&fsync),
         direct_read: super::report::median(&direct_read),
     };
+    let floor = Floor {
+        prims: p,
+        gcm: super::report::median(&gcm),
+        hop: super::report::median(&tcp_cpu),
+        memcpy: super::report::median(&memcpy),
+        cores: std::thread::available_parallelism().map_or(f64::NAN, |n| n.get() as f64),
+    };
     let mb = "MB/s";
     rows.push(Row::new(S, "SHA-1, one core, 1 MiB buffer", mb).samples(sha1));
     rows.push(Row::new(S, "AES-256-CTR, one core", mb).samples(aes));
@@ -280,7 +288,7 @@ pub fn measure(plan: &Plan, work: &Path, rows: &mut Vec<Row>) -> Result<(Primiti
         .samples(vec![p.get_limit()])
         .note("issue 8's single-node get reference"),
     );
-    Ok((p, probe))
+    Ok((floor, probe))
 }
 
 /// One TCP connection on 127.0.0.1 moving `bytes` between two tasks of a
