@@ -92,6 +92,28 @@ pub struct ChunkStore {
     finished_at_open: u64,
     sync: GroupSync,
     spares: Spares,
+    /// The data directory's lock, held while the store lives.
+    _lock: File,
+}
+
+/// The file whose lock marks a data directory in use.
+const LOCK_FILE: &str = "lock";
+
+/// Takes the data directory's exclusive lock (`flock`), or says who has it.
+/// The lock goes with the file: on drop, or when the process ends however it ends.
+fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+    let path = dir.join(LOCK_FILE);
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::io("create", &path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(StoreError::InUse { lock: path }),
+        Err(fs::TryLockError::Error(e)) => Err(StoreError::io("lock", &path, e)),
+    }
 }
 
 /// Read buffers handed back with [`ChunkStore::recycle`], at most about the
@@ -129,6 +151,9 @@ impl ChunkStore {
         let dir = std::path::absolute(data_dir)
             .map_err(|e| StoreError::io("resolve data directory", data_dir, e))?;
         fs::create_dir_all(&dir).map_err(|e| StoreError::io("create data directory", &dir, e))?;
+        // Before anything is touched: the clean-up below would otherwise
+        // remove or rename another store's writes in progress.
+        let lock = lock_dir(&dir)?;
         let chunks = dir.join("chunks");
         let quarantine = dir.join("quarantine");
         for sub in [&chunks, &quarantine] {
@@ -195,6 +220,7 @@ impl ChunkStore {
             finished_at_open,
             sync,
             spares: Spares::default(),
+            _lock: lock,
         })
     }
 

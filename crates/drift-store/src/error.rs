@@ -26,6 +26,16 @@ pub enum StoreError {
         /// redb's error (boxed: it is large, and errors are rare).
         source: Box<redb::Error>,
     },
+    /// Another store (another drift node, in this process or another) has the
+    /// data directory open.
+    #[error(
+        "{} is locked: another drift node is using this data directory; stop it or choose another directory",
+        lock.display()
+    )]
+    InUse {
+        /// The data directory's lock file.
+        lock: PathBuf,
+    },
     /// The name index opened but refused its contents (e.g. another cluster secret).
     #[error(transparent)]
     Index(#[from] IndexError),

@@ -56,7 +56,7 @@ fn put_with_wrong_id_writes_nothing() {
     );
     assert!(err.to_string().contains("nothing was written"));
     assert!(!store.has(&id));
-    assert!(files_under(dir.path()).is_empty());
+    assert!(files_under(&dir.path().join("chunks")).is_empty());
     assert!(store.put(&id, &bytes).is_ok());
 
     let huge = vec![0u8; drift_crypto::MAX_CHUNK_SIZE + 1];
@@ -193,6 +193,41 @@ fn leftover_temp_files_are_removed_at_open() {
     assert!(temp_files(dir.path()).is_empty());
     assert_eq!(store.get(&id).unwrap(), bytes);
     assert_eq!(store.usage().unwrap().chunks, 1);
+}
+
+/// A second store on a directory in use is refused before it touches
+/// anything: the first store's writes in progress (temp files) stay, and the
+/// directory opens again once the first store is gone.
+#[test]
+fn a_directory_in_use_is_refused_without_touching_its_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ChunkStore::open(dir.path()).unwrap();
+    let (id, bytes) = sealed(b"in use");
+    store.put(&id, &bytes).unwrap();
+    let fan = chunk_file(dir.path(), &id).parent().unwrap().to_path_buf();
+    let in_progress = fan.join(".tmp-being-written");
+    fs::write(&in_progress, b"half a chu").unwrap();
+
+    let err = ChunkStore::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(err, drift_store::StoreError::InUse { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("another drift node is using this data directory"),
+        "{err}"
+    );
+    assert!(
+        in_progress.exists(),
+        "a refused open removed a write in progress"
+    );
+    assert_eq!(store.get(&id).unwrap(), bytes);
+
+    drop(store);
+    let store = ChunkStore::open(dir.path()).unwrap();
+    assert!(!in_progress.exists());
+    assert_eq!(store.get(&id).unwrap(), bytes);
 }
 
 #[test]

@@ -149,7 +149,7 @@ fn every_path_the_store_creates_stays_inside_the_data_dir() {
             .to_str()
             .unwrap();
         assert!(
-            ["chunks", "quarantine", "index.redb"].contains(&top),
+            ["chunks", "quarantine", "index.redb", "lock"].contains(&top),
             "{}",
             rel.display()
         );
