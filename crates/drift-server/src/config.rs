@@ -82,4 +82,37 @@ impl NodeConfig {
             transfer_memory: 256 << 20,
         }
     }
+
+    /// Checks the values a node cannot run with: a chunk size outside
+    /// `1..=MAX_CHUNK_SIZE`, no replicas, no pipeline, or a zero period or
+    /// deadline (a zero period would spin, a zero deadline fail everything).
+    pub fn check(&self) -> Result<(), String> {
+        let max = drift_crypto::MAX_CHUNK_SIZE;
+        if !(1..=max).contains(&self.chunk_size) {
+            return Err(format!(
+                "chunk_size must be 1 to {max} bytes, not {}",
+                self.chunk_size
+            ));
+        }
+        if self.replicas == 0 {
+            return Err("replicas must be at least 1".to_string());
+        }
+        if self.pipeline_depth == 0 {
+            return Err("pipeline_depth must be at least 1".to_string());
+        }
+        let periods = [
+            ("request_timeout", self.request_timeout),
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("idle_timeout", self.idle_timeout),
+            ("anti_entropy_interval", self.anti_entropy_interval),
+            ("repair_interval", self.repair_interval),
+            ("scrub_interval", self.scrub_interval),
+            ("min_backoff", self.min_backoff),
+            ("max_backoff", self.max_backoff),
+        ];
+        if let Some((name, _)) = periods.iter().find(|(_, d)| d.is_zero()) {
+            return Err(format!("{name} must be longer than zero"));
+        }
+        Ok(())
+    }
 }

@@ -8,6 +8,9 @@ use drift_crypto::ChunkId;
 /// Why a node did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The configuration has a value a node cannot run with.
+    #[error("invalid node configuration: {0}")]
+    Config(String),
     /// The data directory could not be opened or created.
     #[error("cannot open data directory {dir}: {source}")]
     DataDir {

@@ -187,6 +187,7 @@ impl Node {
     /// Opens the data directory, restores the node's identity and index, binds
     /// the listen address and starts membership, anti-entropy, repair and scrub.
     pub async fn start(config: NodeConfig) -> Result<Node, StartError> {
+        config.check().map_err(StartError::Config)?;
         let keys = config.secret.keys();
         let dir = config.data_dir.clone();
         let opts = StoreOptions {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use drift_server::{GetError, PeerState};
 
-use crate::cluster::{Cluster, LIMIT, bytes, chunk_files, read, wait_for};
+use crate::cluster::{Cluster, LIMIT, bytes, chunk_files, config, read, wait_for};
 
 fn picture(i: usize) -> Vec<u8> {
     format!("This is the content of file {i} - distributed file system data!").into_bytes()
@@ -128,6 +128,88 @@ async fn restart_keeps_identity_and_data() {
     c.wait_connected().await;
     assert_eq!(read(c.node(1), "keep.bin").await.unwrap(), data);
     c.shutdown().await;
+}
+
+/// A second node on a data directory in use is refused before it touches
+/// the directory: the running node's stores, made meanwhile, all succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_node_on_a_live_data_directory_is_refused_and_disturbs_nothing() {
+    let c = Cluster::start(1, |_| {}).await;
+    let node = c.node(0).clone();
+    let stores = tokio::spawn(async move {
+        for i in 0..40u8 {
+            let data = bytes(u64::from(i), 300_000);
+            node.store(&format!("f{i}"), &data[..]).await?;
+        }
+        Ok::<_, drift_server::StoreError>(())
+    });
+    let mut refused = 0;
+    while !stores.is_finished() && refused < 200 {
+        let cfg = config(
+            c.dirs[0].path(),
+            &c.secret,
+            "127.0.0.1:0".parse().unwrap(),
+            vec![],
+        );
+        let err = drift_server::Node::start(cfg)
+            .await
+            .err()
+            .expect("a second node started");
+        assert!(
+            err.to_string()
+                .contains("another drift node is using this data directory"),
+            "{err}"
+        );
+        refused += 1;
+    }
+    tokio::time::timeout(LIMIT, stores)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(refused > 0);
+    for i in 0..40u8 {
+        assert_eq!(
+            read(c.node(0), &format!("f{i}")).await.unwrap(),
+            bytes(u64::from(i), 300_000)
+        );
+    }
+    c.shutdown().await;
+}
+
+/// Values a node cannot run with are refused at start with what is wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_config_a_node_cannot_run_with_is_refused_at_start() {
+    let secret = drift_crypto::ClusterSecret::generate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, fn(&mut drift_server::NodeConfig)); 4] = [
+        ("chunk_size", |c| c.chunk_size = 0),
+        ("chunk_size", |c| {
+            c.chunk_size = drift_crypto::MAX_CHUNK_SIZE + 1
+        }),
+        ("replicas", |c| c.replicas = 0),
+        ("repair_interval", |c| c.repair_interval = Duration::ZERO),
+    ];
+    for (what, tweak) in cases {
+        let mut cfg = config(dir.path(), &secret, "127.0.0.1:0".parse().unwrap(), vec![]);
+        tweak(&mut cfg);
+        let err = tokio::time::timeout(LIMIT, drift_server::Node::start(cfg))
+            .await
+            .unwrap()
+            .err()
+            .expect("the node started");
+        assert!(
+            matches!(err, drift_server::StartError::Config(ref m) if m.contains(what)),
+            "{err}"
+        );
+    }
+    let mut cfg = config(dir.path(), &secret, "127.0.0.1:0".parse().unwrap(), vec![]);
+    cfg.chunk_size = drift_crypto::MAX_CHUNK_SIZE;
+    let node = drift_server::Node::start(cfg).await.unwrap();
+    let data = bytes(9, drift_crypto::MAX_CHUNK_SIZE + 10);
+    node.store("big chunks", &data[..]).await.unwrap();
+    assert_eq!(read(&node, "big chunks").await.unwrap(), data);
+    node.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
