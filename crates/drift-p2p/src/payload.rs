@@ -40,7 +40,7 @@ pub fn serialize<S: Serializer>(bytes: &Bytes, serializer: S) -> Result<S::Ok, S
     serializer.serialize_bytes(bytes)
 }
 
-/// Deserializes the field, as a slice of the frame when [`decode`] lent it.
+/// Deserializes the field, as a slice of the frame when the transport's decoder lent it.
 pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Bytes, D::Error> {
     deserializer.deserialize_bytes(PayloadVisitor)
 }

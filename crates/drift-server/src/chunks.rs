@@ -22,7 +22,7 @@ pub(crate) fn placement(shared: &Shared, id: &ChunkId) -> (Vec<PeerId>, usize) {
 }
 
 /// Why a chunk write fell short of its quorum.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Shortfall {
     /// Replicas that fsynced the chunk.
     pub acks: usize,
@@ -30,14 +30,18 @@ pub(crate) struct Shortfall {
     pub needed: usize,
     /// Replicas that refused it for lack of space.
     pub full: usize,
+    /// Why this node could not write it, if it was one of the nodes tried.
+    pub local: Option<String>,
 }
 
 /// How putting a chunk on one node ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Put {
     Stored,
     NoSpace,
     Failed,
+    /// This node's own write failed, for this reason.
+    LocalFailed(String),
 }
 
 /// Stores a sealed chunk on its replicas. Succeeds once a majority of R
@@ -61,6 +65,10 @@ pub(crate) async fn write(
     .await;
     let mut acks = results.iter().filter(|p| **p == Put::Stored).count();
     let mut full = results.iter().filter(|p| **p == Put::NoSpace).count();
+    let mut local = results.into_iter().find_map(|p| match p {
+        Put::LocalFailed(why) => Some(why),
+        _ => None,
+    });
     for node in fallbacks {
         if acks >= needed {
             break;
@@ -69,12 +77,18 @@ pub(crate) async fn write(
             Put::Stored => acks += 1,
             Put::NoSpace => full += 1,
             Put::Failed => {}
+            Put::LocalFailed(why) => local = Some(why),
         }
     }
     if acks >= needed {
         Ok(())
     } else {
-        Err(Shortfall { acks, needed, full })
+        Err(Shortfall {
+            acks,
+            needed,
+            full,
+            local,
+        })
     }
 }
 
@@ -104,11 +118,11 @@ async fn try_put(
             }
             Ok(Err(e)) => {
                 tracing::warn!(chunk = %id, "local chunk write failed: {e}");
-                Put::Failed
+                Put::LocalFailed(e.to_string())
             }
             Err(e) => {
                 tracing::warn!(chunk = %id, "{e}");
-                Put::Failed
+                Put::LocalFailed(e)
             }
         };
     }

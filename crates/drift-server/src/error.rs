@@ -60,6 +60,21 @@ pub enum StoreError {
         /// Replicas needed (a majority of R).
         needed: usize,
     },
+    /// Too few of a chunk's replicas stored it, and this node, one of them,
+    /// could not write it to its own disk.
+    #[error(
+        "not enough replicas for chunk {chunk}: {acks} of {needed} needed acknowledged; this node could not write it: {reason}"
+    )]
+    LocalWrite {
+        /// The chunk.
+        chunk: ChunkId,
+        /// Replicas that fsynced it.
+        acks: usize,
+        /// Replicas needed (a majority of R).
+        needed: usize,
+        /// Why the local write failed.
+        reason: String,
+    },
     /// Too few of a chunk's replicas stored it because nodes are out of space.
     #[error(
         "not enough space for chunk {chunk}: {full} replica(s) are out of space and {acks} of {needed} needed acknowledged; free space or add nodes"
@@ -149,6 +164,9 @@ pub enum DeleteError {
     /// The local name index failed.
     #[error("name index error: {0}")]
     Index(String),
+    /// The node is shutting down.
+    #[error("node is shutting down")]
+    ShuttingDown,
     /// The tombstone is written here but reached fewer than a majority of R nodes.
     #[error(
         "the delete reached only {written} of the {needed} nodes needed; it is kept on this node and will spread when peers return"

@@ -57,12 +57,21 @@ async fn seal_and_write(
     chunks::write(&shared, chunk.id, buf.freeze(), digest)
         .await
         .map_err(|short| {
-            if short.full > 0 {
+            if shared.cancel.is_cancelled() {
+                StoreError::ShuttingDown
+            } else if short.full > 0 {
                 StoreError::NoSpace {
                     chunk: chunk.id,
                     acks: short.acks,
                     needed: short.needed,
                     full: short.full,
+                }
+            } else if let Some(reason) = short.local {
+                StoreError::LocalWrite {
+                    chunk: chunk.id,
+                    acks: short.acks,
+                    needed: short.needed,
+                    reason,
                 }
             } else {
                 StoreError::Unavailable {
@@ -87,6 +96,9 @@ where
     S: Stream<Item = std::io::Result<Bytes>> + Unpin,
 {
     check_name(name).map_err(StoreError::InvalidName)?;
+    if shared.cancel.is_cancelled() {
+        return Err(StoreError::ShuttingDown);
+    }
     let chunk_size = shared.config.chunk_size;
     let depth = shared.config.pipeline_depth.max(1);
     // Each chunk is its own task, so sealing and replication go on while the
@@ -340,6 +352,9 @@ async fn lookup(shared: &Arc<Shared>, name: &str) -> Result<Option<NameEntry>, S
 /// Opens `name` for reading.
 pub(crate) async fn get(shared: &Arc<Shared>, name: &str) -> Result<FileReader, GetError> {
     check_name(name).map_err(GetError::InvalidName)?;
+    if shared.cancel.is_cancelled() {
+        return Err(GetError::ShuttingDown);
+    }
     let entry = lookup(shared, name).await.map_err(GetError::Index)?;
     let Some(entry) = entry.filter(|e| !e.deleted) else {
         return Err(GetError::NotFound(name.to_string()));
@@ -453,6 +468,9 @@ pub(crate) async fn chunk_list(
 /// Deletes `name` with a tombstone newer than its entry.
 pub(crate) async fn delete(shared: &Arc<Shared>, name: &str) -> Result<(), DeleteError> {
     check_name(name).map_err(DeleteError::InvalidName)?;
+    if shared.cancel.is_cancelled() {
+        return Err(DeleteError::ShuttingDown);
+    }
     let entry = lookup(shared, name).await.map_err(DeleteError::Index)?;
     let Some(entry) = entry.filter(|e| !e.deleted) else {
         return Err(DeleteError::NotFound(name.to_string()));
@@ -479,6 +497,9 @@ pub(crate) async fn delete(shared: &Arc<Shared>, name: &str) -> Result<(), Delet
 
 /// Every live file, sorted by name.
 pub(crate) async fn list(shared: &Arc<Shared>) -> Result<Vec<FileInfo>, GetError> {
+    if shared.cancel.is_cancelled() {
+        return Err(GetError::ShuttingDown);
+    }
     let index = shared.index.clone();
     let entries = blocking(move || index.entries())
         .await

@@ -385,7 +385,12 @@ impl Node {
     }
 
     /// Stops the node: closes connections, stops its workers and waits for
-    /// them (bounded). State on disk is already durable.
+    /// them (bounded). State on disk is already durable. Afterwards store,
+    /// get, delete and list fail with `ShuttingDown`.
+    ///
+    /// The data directory stays locked until every clone of this `Node` and
+    /// every [`FileReader`] it handed out are dropped: restart on the same
+    /// directory only after that.
     pub async fn shutdown(&self) {
         self.shared.cancel.cancel();
         self.shared.endpoint.shutdown().await;

@@ -291,6 +291,7 @@ async fn client_put(
         Err(e @ StoreError::InvalidName(_)) => failed(FailKind::BadRequest, e.to_string()),
         Err(
             e @ (StoreError::Unavailable { .. }
+            | StoreError::LocalWrite { .. }
             | StoreError::NameUnreplicated { .. }
             | StoreError::Busy),
         ) => failed(FailKind::Unavailable, e.to_string()),

@@ -557,8 +557,8 @@ impl ChunkStore {
     }
 
     /// The chunks that have a file in quarantine, each once, sorted (a
-    /// chunk stored again since is listed too: check [`ChunkStore::has`]). Files not named by [`ChunkStore::quarantine`]
-    /// are skipped.
+    /// chunk stored again since is listed too: check [`ChunkStore::has`]).
+    /// Files the store did not name there itself are skipped.
     pub fn quarantined_ids(&self) -> Result<Vec<ChunkId>, StoreError> {
         let dir = fs::read_dir(&self.quarantine)
             .map_err(|e| StoreError::io("read", &self.quarantine, e))?;

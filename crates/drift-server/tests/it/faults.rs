@@ -847,3 +847,61 @@ async fn a_node_with_a_smaller_r_keeps_the_copies_the_others_count_on() {
     assert!(copies.values().all(|&k| k >= 3), "{copies:?}");
     c.shutdown().await;
 }
+
+/// A chunk this node cannot write to its own disk is reported with the
+/// disk's reason, not as missing peers; once the disk is fixed, stores work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_local_write_is_reported_with_its_cause() {
+    let c = Cluster::start(1, |cfg| cfg.replicas = 1).await;
+    let chunks = c.dirs[0].path().join("chunks");
+    // A file where each first-level fan-out directory would go.
+    for b in 0..=255u8 {
+        let p = chunks.join(format!("{b:02x}"));
+        if !p.exists() {
+            std::fs::write(&p, b"").unwrap();
+        }
+    }
+    let data = bytes(21, 5000);
+    let err = c.node(0).store("blocked", &data[..]).await.unwrap_err();
+    assert!(matches!(err, StoreError::LocalWrite { .. }), "{err}");
+    assert!(
+        err.to_string().contains("this node could not write it"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("are the other nodes up"), "{err}");
+    assert!(names(c.node(0)).await.is_empty());
+
+    for b in 0..=255u8 {
+        let p = chunks.join(format!("{b:02x}"));
+        if p.is_file() {
+            std::fs::remove_file(&p).unwrap();
+        }
+    }
+    c.node(0).store("blocked", &data[..]).await.unwrap();
+    assert_eq!(read(c.node(0), "blocked").await.unwrap(), data);
+    c.shutdown().await;
+}
+
+/// After shutdown, every operation says so, rather than blaming peers or the index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operations_after_shutdown_say_the_node_is_shutting_down() {
+    let c = Cluster::start(1, |cfg| cfg.replicas = 1).await;
+    let node = c.node(0).clone();
+    node.store("kept", &b"kept"[..]).await.unwrap();
+    node.shutdown().await;
+    let store = node.store("after", &b"x"[..]).await.unwrap_err();
+    assert!(matches!(store, StoreError::ShuttingDown), "{store}");
+    let delete = node.delete("kept").await.unwrap_err();
+    assert!(
+        matches!(delete, drift_server::DeleteError::ShuttingDown),
+        "{delete}"
+    );
+    let list = node.list().await.unwrap_err();
+    assert!(matches!(list, GetError::ShuttingDown), "{list}");
+    assert!(matches!(
+        node.get("kept").await,
+        Err(GetError::ShuttingDown)
+    ));
+    drop(node);
+    c.shutdown().await;
+}
