@@ -118,7 +118,7 @@ impl Client {
             // Bytes short of a piece wait here for the next block, so short
             // reads (a pipe's) still go out in whole pieces.
             let mut carry = BytesMut::new();
-            while let Some(block) = blocks.next().await {
+            while let Some(block) = next_block(&mut blocks, &mut s, name).await? {
                 let mut block = block.map_err(ClientError::Read)?;
                 if !carry.is_empty() {
                     let take = (PIECE_LEN - carry.len()).min(block.len());
@@ -257,5 +257,35 @@ fn into_error(msg: Msg, name: &str) -> ClientError {
         Msg::NotFound => ClientError::NotFound(name.to_string()),
         Msg::Failed { kind, message } => ClientError::Failed { kind, message },
         other => ClientError::Protocol(format!("{other:?}").chars().take(80).collect()),
+    }
+}
+
+/// The upload's next block; while the reader has none, listens to the node,
+/// which may give up on a stalled upload (or refuse it) before the reader
+/// produces more: its answer ends the put instead of a wait without end.
+async fn next_block<S>(
+    blocks: &mut S,
+    s: &mut drift_p2p::Stream<Msg>,
+    name: &str,
+) -> Result<Option<std::io::Result<Bytes>>, ClientError>
+where
+    S: Stream<Item = std::io::Result<Bytes>> + Unpin,
+{
+    loop {
+        tokio::select! {
+            biased;
+            block = blocks.next() => return Ok(block),
+            answer = s.recv() => match answer {
+                // Nothing from the node in a request timeout: still waiting on the reader.
+                Err(StreamError::Timeout) => continue,
+                Ok(Some(answer)) => return Err(into_error(answer, name)),
+                Ok(None) => {
+                    return Err(ClientError::Protocol(
+                        "the node ended the upload before it was complete".into(),
+                    ));
+                }
+                Err(e) => return Err(e.into()),
+            },
+        }
     }
 }

@@ -7,6 +7,7 @@ use drift_crypto::ClusterSecret;
 use drift_server::client::{Client, ClientError};
 use drift_server::proto::{FailKind, Msg};
 use drift_server::{GetError, PeerState, StoreError};
+use futures_util::StreamExt;
 
 use crate::cluster::{Cluster, LIMIT, bytes, chunk_files, names, read, wait_for};
 
@@ -903,5 +904,30 @@ async fn operations_after_shutdown_say_the_node_is_shutting_down() {
         Err(GetError::ShuttingDown)
     ));
     drop(node);
+    c.shutdown().await;
+}
+
+/// A client whose input stalls mid-put hears the node give up on the upload
+/// (after its chunk deadline) instead of waiting on its input for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_put_whose_input_stalls_ends_with_the_nodes_reason() {
+    let c = Cluster::start(1, |cfg| {
+        cfg.replicas = 1;
+        cfg.request_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let client = Client::connect(c.addrs[0], &c.secret, Duration::from_secs(3))
+        .await
+        .unwrap();
+    let stalled = futures_util::stream::iter([Ok(bytes::Bytes::from(vec![7u8; 1000]))])
+        .chain(futures_util::stream::pending());
+    let err = tokio::time::timeout(LIMIT, client.put_blocks("stalled", stalled, |_| {}))
+        .await
+        .expect("the put waited on its stalled input past the node's deadline")
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Failed { .. }), "{err}");
+    assert!(err.to_string().contains("timed out"), "{err}");
+    assert!(names(c.node(0)).await.is_empty());
+    client.close().await;
     c.shutdown().await;
 }
