@@ -150,6 +150,10 @@ pub enum GetError {
     /// for a whole request timeout.
     #[error("{}", crate::serve::BUSY)]
     Busy,
+    /// The reader was left unread this long, and the node gave up its read
+    /// to give back the memory it held.
+    #[error("the file was left unread for {} s and its read was given up; open it again", .0.as_secs())]
+    Idle(std::time::Duration),
 }
 
 /// Why `delete` failed.

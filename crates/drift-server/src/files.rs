@@ -2,6 +2,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
@@ -366,13 +367,16 @@ pub(crate) async fn get(shared: &Arc<Shared>, name: &str) -> Result<FileReader, 
     };
     // What one chunk read ahead holds at most.
     let per_chunk = entry.size.min(u64::from(chunk_size)).max(1) as usize;
-    let (tx, rx) = mpsc::channel(shared.config.pipeline_depth.max(1));
+    // The reads in flight are the read-ahead; the channel only hands over.
+    let (tx, rx) = mpsc::channel(1);
+    let abandoned = Arc::new(AtomicBool::new(false));
     let task_shared = shared.clone();
+    let task_abandoned = abandoned.clone();
     let task = tokio::spawn(async move {
         let cancel = task_shared.cancel.clone();
         tokio::select! {
             _ = cancel.cancelled() => { let _ = tx.send(Err(GetError::ShuttingDown)).await; }
-            _ = produce(task_shared, manifest, per_chunk, tx.clone()) => {}
+            _ = produce(task_shared, manifest, per_chunk, tx.clone(), &task_abandoned) => {}
         }
     });
     Ok(FileReader {
@@ -382,6 +386,8 @@ pub(crate) async fn get(shared: &Arc<Shared>, name: &str) -> Result<FileReader, 
         failed: false,
         rx,
         held: None,
+        abandoned,
+        idle_limit: shared.config.request_timeout * crate::serve::UPLOAD_DEADLINE_FACTOR,
         task,
     })
 }
@@ -390,13 +396,18 @@ pub(crate) async fn get(shared: &Arc<Shared>, name: &str) -> Result<FileReader, 
 /// node's transfer memory (given back when the reader takes the next one).
 type Piece = Result<(Bytes, OwnedSemaphorePermit), GetError>;
 
-/// Resolves the chunk list and sends each chunk's plaintext in order.
+/// Resolves the chunk list and sends each chunk's plaintext in order. A
+/// reader that takes no piece for as long as an upload may wait for its
+/// next chunk is given up (`abandoned` set), and its reads ahead release
+/// the node's memory: readers left open and unread cannot starve the node.
 async fn produce(
     shared: Arc<Shared>,
     manifest: Manifest,
     per_chunk: usize,
     tx: mpsc::Sender<Piece>,
+    abandoned: &AtomicBool,
 ) {
+    let idle_limit = shared.config.request_timeout * crate::serve::UPLOAD_DEADLINE_FACTOR;
     let refs = match chunk_list(&shared, manifest).await {
         Ok(refs) => refs,
         Err(e) => {
@@ -440,8 +451,13 @@ async fn produce(
         };
         let result = next.await.unwrap_or(Err(GetError::ShuttingDown));
         let failed = result.is_err();
-        if tx.send(result).await.is_err() || failed {
-            return;
+        match tokio::time::timeout(idle_limit, tx.send(result)).await {
+            Ok(Ok(())) if !failed => {}
+            Ok(_) => return,
+            Err(_) => {
+                abandoned.store(true, Ordering::Release);
+                return;
+            }
         }
     }
 }
@@ -574,6 +590,9 @@ pub struct FileReader {
     rx: mpsc::Receiver<Piece>,
     /// The memory share of the piece handed out last.
     held: Option<OwnedSemaphorePermit>,
+    /// Set when the reader went unread for `idle_limit` and was given up.
+    abandoned: Arc<AtomicBool>,
+    idle_limit: std::time::Duration,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -619,7 +638,13 @@ impl FileReader {
                 }
             }
             Some(Err(e)) => Some(Err(e)),
-            None if self.delivered != self.size => Some(Err(GetError::ShuttingDown)),
+            None if self.delivered != self.size => {
+                Some(Err(if self.abandoned.load(Ordering::Acquire) {
+                    GetError::Idle(self.idle_limit)
+                } else {
+                    GetError::ShuttingDown
+                }))
+            }
             None => None,
         };
         self.failed = matches!(item, Some(Err(_)));

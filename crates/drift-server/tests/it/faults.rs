@@ -931,3 +931,49 @@ async fn a_client_put_whose_input_stalls_ends_with_the_nodes_reason() {
     client.close().await;
     c.shutdown().await;
 }
+
+/// A reader left open and unread is given up after an upload's deadline (6
+/// request timeouts): its memory comes back without the caller dropping it,
+/// and it then says why it ended. A slow reader that keeps reading is not
+/// given up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reader_left_unread_is_given_up_and_its_memory_comes_back() {
+    let c = Cluster::start(1, |cfg| {
+        cfg.transfer_memory = 8 << 20; // eight 1 MiB chunks
+        cfg.request_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let data = bytes(22, 12 << 20);
+    c.node(0).store("big", &data[..]).await.unwrap();
+    let small = bytes(23, 4 << 20);
+    c.node(0).store("small", &small[..]).await.unwrap();
+
+    // Slow but alive: a pause longer than a request timeout before each chunk.
+    let mut slow = c.node(0).get("small").await.unwrap();
+    let mut got = Vec::new();
+    while let Some(piece) = slow.next_chunk().await {
+        got.extend_from_slice(&piece.unwrap());
+        tokio::time::sleep(Duration::from_millis(700)).await; // the consumer's pace, not a wait for state
+    }
+    assert_eq!(got, small);
+
+    let mut idle = c.node(0).get("big").await.unwrap();
+    let mut got = idle.next_chunk().await.unwrap().unwrap().to_vec();
+    assert!(matches!(read(c.node(0), "big").await, Err(GetError::Busy)));
+    // Without dropping the idle reader, reads work again once it is given up.
+    wait_for("reads to work beside the idle reader", LIMIT, || async {
+        read(c.node(0), "big").await.is_ok_and(|b| b == data)
+    })
+    .await;
+    let err = loop {
+        match idle.next_chunk().await {
+            Some(Ok(piece)) => got.extend_from_slice(&piece),
+            Some(Err(e)) => break e,
+            None => panic!("an abandoned reader ended as if the file were whole"),
+        }
+    };
+    assert!(matches!(err, GetError::Idle(_)), "{err}");
+    assert!(err.to_string().contains("open it again"), "{err}");
+    assert_eq!(got[..], data[..got.len()]);
+    c.shutdown().await;
+}
