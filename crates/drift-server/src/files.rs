@@ -121,7 +121,7 @@ where
             .await
             .ok_or(StoreError::Busy)
     };
-    let deadline = shared.config.request_timeout * crate::serve::UPLOAD_DEADLINE_FACTOR;
+    let deadline = crate::serve::upload_deadline(shared);
     // Chunk buffers are aligned, so the store can write them to disk directly.
     let new_buf = || drift_store::aligned_buffer(chunk_size);
     let mut held = Some(reserve().await?);
@@ -387,7 +387,7 @@ pub(crate) async fn get(shared: &Arc<Shared>, name: &str) -> Result<FileReader, 
         rx,
         held: None,
         abandoned,
-        idle_limit: shared.config.request_timeout * crate::serve::UPLOAD_DEADLINE_FACTOR,
+        idle_limit: crate::serve::upload_deadline(shared),
         task,
     })
 }
@@ -407,7 +407,7 @@ async fn produce(
     tx: mpsc::Sender<Piece>,
     abandoned: &AtomicBool,
 ) {
-    let idle_limit = shared.config.request_timeout * crate::serve::UPLOAD_DEADLINE_FACTOR;
+    let idle_limit = crate::serve::upload_deadline(&shared);
     let refs = match chunk_list(&shared, manifest).await {
         Ok(refs) => refs,
         Err(e) => {

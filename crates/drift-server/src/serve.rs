@@ -1,6 +1,7 @@
 //! Serving the streams peers and clients open.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use drift_crypto::MAX_CHUNK_SIZE;
 use drift_p2p::{Connection, Role, Stream};
@@ -138,7 +139,12 @@ pub(crate) const BUSY: &str = "the node is busy: its memory for transfers is in 
 
 /// A chunk upload, or a client's upload between two chunks, must arrive
 /// within this many request timeouts (60 s by default).
-pub(crate) const UPLOAD_DEADLINE_FACTOR: u32 = 6;
+const UPLOAD_DEADLINE_FACTOR: u32 = 6;
+
+/// How long a transfer waits on its client or its caller: 6 request timeouts.
+pub(crate) fn upload_deadline(shared: &Shared) -> Duration {
+    shared.config.request_timeout * UPLOAD_DEADLINE_FACTOR
+}
 
 async fn put_chunk(
     shared: &Arc<Shared>,
@@ -160,7 +166,7 @@ async fn put_chunk(
     let Some(_held) = shared.reserve_transfer(len as usize).await else {
         return reply(s, failed(FailKind::Unavailable, BUSY)).await;
     };
-    let deadline = shared.config.request_timeout * UPLOAD_DEADLINE_FACTOR;
+    let deadline = upload_deadline(shared);
     // The bytes are hashed as they arrive; only bytes that pass are stored.
     let received = tokio::time::timeout(deadline, recv_chunk(shared, s, id, len as usize, check));
     let sealed = match received.await {
@@ -271,14 +277,24 @@ async fn client_put(
     name: &str,
 ) -> Result<(), drift_p2p::StreamError> {
     // The upload's pieces, as the byte stream `store` consumes; the stream's
-    // credit window bounds how much of it is buffered.
-    let pieces = stream::unfold(&mut *s, |s| async move {
+    // credit window bounds how much of it is buffered. A client's input may
+    // pause (a slow pipe) as long as `store` waits for a chunk's worth.
+    let patience = upload_deadline(shared);
+    s.set_timeout(patience);
+    let pieces = stream::unfold(&mut *s, move |s| async move {
         match s.recv().await {
             Ok(Some(Msg::Data(b))) => Some((Ok(b), s)),
             Ok(None) => None,
             Ok(Some(other)) => Some((
                 Err(std::io::Error::other(format!(
                     "unexpected message {other:?} in an upload"
+                ))),
+                s,
+            )),
+            Err(drift_p2p::StreamError::Timeout) => Some((
+                Err(std::io::Error::other(format!(
+                    "the client sent no data for {} s",
+                    patience.as_secs()
                 ))),
                 s,
             )),
@@ -306,6 +322,9 @@ async fn client_get(
     s: &mut Stream<Msg>,
     name: &str,
 ) -> Result<(), drift_p2p::StreamError> {
+    // A client's output may stall (a pager, a slow pipe) as long as an
+    // unread reader is kept: the node waits that long for flow-control credit.
+    s.set_timeout(upload_deadline(shared));
     let mut reader = match crate::files::get(shared, name).await {
         Ok(r) => r,
         Err(GetError::NotFound(_)) => return reply(s, Msg::NotFound).await,
