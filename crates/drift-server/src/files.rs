@@ -293,6 +293,11 @@ pub(crate) async fn publish(shared: &Arc<Shared>, entry: NameEntry) -> Result<()
         Ok(Err(e)) => return Err(PublishError::Local(e.to_string())),
         Err(why) => return Err(PublishError::Local(why)),
     }
+    for (conn, answer) in conns.iter().zip(&answers) {
+        if let Ok(Msg::Failed { message, .. }) = answer {
+            tracing::warn!(peer = %conn.peer_id().short(), "a peer refused this node's entry: {message}");
+        }
+    }
     // Like a chunk, an entry counts as durable once a majority of R nodes
     // (this one included) have committed it.
     let written = 1 + answers

@@ -80,8 +80,18 @@ pub(crate) async fn handle(shared: Arc<Shared>, conn: Connection<Msg>, mut s: St
             }
             reply(&mut s, Msg::Done).await
         }
+        // `Done` means every entry is committed here (or older than what is):
+        // a writer counts it toward the name's quorum. A refused one is not.
         Msg::PushEntries { entries } => match crate::sync::apply_entries(&shared, entries).await {
-            Ok(_) => reply(&mut s, Msg::Done).await,
+            Ok(a) if a.refused == 0 => reply(&mut s, Msg::Done).await,
+            Ok(a) => {
+                let why = format!(
+                    "{} entries refused: an invalid name, or a version over {} s ahead of this node's clock (is a clock wrong?)",
+                    a.refused,
+                    crate::clock::MAX_AHEAD.as_secs()
+                );
+                reply(&mut s, failed(FailKind::BadRequest, why)).await
+            }
             Err(e) => reply(&mut s, failed(FailKind::Internal, e)).await,
         },
         Msg::IndexDigest => {

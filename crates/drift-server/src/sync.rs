@@ -20,25 +20,39 @@ use crate::proto::{MAX_IDS_PER_REQUEST, Msg};
 /// Most remote (hash, version) pairs accepted in one sync, bounding memory.
 const MAX_REMOTE_VERSIONS: usize = 4_000_000;
 
-/// Keeps the entries that are newer than ours; returns how many were applied.
+/// What [`apply_entries`] did with a batch.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Applied {
+    /// Entries newer than ours, now in the index.
+    pub applied: usize,
+    /// Entries refused: an invalid name, or a version too far ahead of this
+    /// node's clock. They are not in the index.
+    pub refused: usize,
+}
+
+/// Keeps the entries that are newer than ours, refusing implausible ones.
 pub(crate) async fn apply_entries(
     shared: &Arc<Shared>,
     entries: Vec<NameEntry>,
-) -> Result<usize, String> {
+) -> Result<Applied, String> {
     let n = entries.len();
     let entries: Vec<NameEntry> = entries
         .into_iter()
         .filter(|e| check_name(&e.name).is_ok() && crate::clock::plausible(e.version))
         .collect();
-    if entries.len() < n {
+    let refused = n - entries.len();
+    if refused > 0 {
         tracing::warn!(
-            refused = n - entries.len(),
+            refused,
             "entries with an invalid name or a version over {} s ahead of this node's clock were refused: is a member's clock wrong?",
             crate::clock::MAX_AHEAD.as_secs()
         );
     }
     if entries.is_empty() {
-        return Ok(0);
+        return Ok(Applied {
+            applied: 0,
+            refused,
+        });
     }
     {
         let mut clock = shared.clock();
@@ -55,7 +69,10 @@ pub(crate) async fn apply_entries(
     if n > 0 {
         shared.index_changed();
     }
-    Ok(n)
+    Ok(Applied {
+        applied: n,
+        refused,
+    })
 }
 
 /// A digest of the whole index and its entry count, cached until it changes.
@@ -148,7 +165,7 @@ async fn try_sync(shared: &Arc<Shared>, conn: &Connection<Msg>) -> Result<usize,
             let Msg::Entries { entries } = msg else {
                 return Err("unexpected message in an entry list".into());
             };
-            applied += apply_entries(shared, entries).await?;
+            applied += apply_entries(shared, entries).await?.applied;
         }
     }
     if applied > 0 {

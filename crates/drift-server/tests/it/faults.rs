@@ -704,7 +704,15 @@ async fn a_version_far_ahead_of_the_clock_is_refused_and_later_writes_still_win(
         size: 0,
         content: Vec::new(),
     };
-    let _ = conn.request(Msg::PushEntries { entries: vec![far] }).await;
+    // The refusal is the answer: a writer must not count it as a commit.
+    let answer = conn
+        .request(Msg::PushEntries { entries: vec![far] })
+        .await
+        .unwrap();
+    assert!(
+        matches!(answer, Msg::Failed { kind: FailKind::BadRequest, ref message } if message.contains("ahead of this node's clock")),
+        "{answer:?}"
+    );
     assert_eq!(read(c.node(0), "k").await.unwrap(), b"first");
     ep.shutdown().await;
     // The node's own versions did not jump: a store, then a delete, win.
