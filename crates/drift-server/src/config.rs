@@ -37,10 +37,14 @@ pub struct NodeConfig {
     /// How often nodes compare name indexes.
     pub anti_entropy_interval: Duration,
     /// How often the repair worker runs (it also runs on membership changes).
+    /// Keep it over 5 s, the longest a store in progress goes between
+    /// touches of its chunks: a shorter one (with a grace shorter than the
+    /// storing node's third of its own) could collect them mid-store.
     pub repair_interval: Duration,
     /// How often the scrub worker re-verifies every local chunk.
     pub scrub_interval: Duration,
-    /// How long an unreferenced chunk is kept before it is collected.
+    /// How long an unreferenced chunk is kept before it is collected (at
+    /// least until two repair passes have seen it unreferenced).
     pub gc_grace: Duration,
     /// How long tombstones are kept. A node down longer than this may bring a
     /// deleted file back, so it is long.

@@ -128,8 +128,10 @@ where
     let mut buf = new_buf();
     let mut waited = std::time::Duration::ZERO;
     let mut input_done = false;
-    let touch_every = shared.config.gc_grace / 3;
-    let mut last_touch = std::time::Instant::now();
+    // Peers may have a shorter grace than this node: touch often enough
+    // for any of them (see `TOUCH_EVERY_MAX`).
+    let touch_every = (shared.config.gc_grace / 3).clamp(TOUCH_EVERY_MIN, TOUCH_EVERY_MAX);
+    let mut last_touch = tokio::time::Instant::now();
     while !input_done || !in_flight.is_empty() {
         // Collect finished chunks in order as soon as they are done, not only
         // when the pipeline is full: the periodic touch below covers only
@@ -139,11 +141,21 @@ where
         }
         if last_touch.elapsed() >= touch_every {
             touch_everywhere(shared, &refs).await;
-            last_touch = std::time::Instant::now();
+            last_touch = tokio::time::Instant::now();
         }
         if !input_done && in_flight.len() < depth {
-            let started = std::time::Instant::now();
-            let next = tokio::time::timeout(deadline.saturating_sub(waited), pieces.next()).await;
+            let started = tokio::time::Instant::now();
+            let give_up = started + deadline.saturating_sub(waited);
+            // Input may pause for up to the deadline; the touches go on meanwhile.
+            let next = loop {
+                tokio::select! {
+                    next = tokio::time::timeout_at(give_up, pieces.next()) => break next,
+                    _ = tokio::time::sleep_until(last_touch + touch_every) => {
+                        touch_everywhere(shared, &refs).await;
+                        last_touch = tokio::time::Instant::now();
+                    }
+                }
+            };
             waited += started.elapsed();
             let Ok(next) = next else {
                 return Err(StoreError::Read(std::io::Error::new(
@@ -211,8 +223,17 @@ async fn collect(
     Ok(())
 }
 
+/// How often a store in progress renews its chunks' GC grace everywhere, at
+/// most: a third of this node's grace, but no longer than this. Nodes do not
+/// share their grace, so a peer's may be far shorter; what holds for every
+/// node is that a chunk is collected only once it was unreferenced at two
+/// repair passes (30 s apart) with no touch in between.
+const TOUCH_EVERY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+/// A floor on that period, for a grace of (near) zero.
+const TOUCH_EVERY_MIN: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Restarts the GC grace of `refs` on this node and every connected peer.
-/// A store that outlasts the grace calls it every third of it, so its early
+/// A store calls it every `TOUCH_EVERY_MAX` or a third of its grace, so its
 /// chunks are not collected before its entry exists.
 async fn touch_everywhere(shared: &Arc<Shared>, refs: &[ChunkRef]) {
     let ids: Vec<drift_crypto::ChunkId> = refs.iter().map(|r| r.id).collect();

@@ -2,6 +2,7 @@
 //! collection of unreferenced chunks after a grace period, tombstone expiry,
 //! and scrub (re-verify local chunks, re-fetch corrupt ones).
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -250,9 +251,19 @@ async fn collect(shared: &Arc<Shared>, unreferenced: Vec<ChunkId>) -> u64 {
             .unwrap_or_else(|p| p.into_inner());
         let still: HashSet<ChunkId> = unreferenced.iter().copied().collect();
         seen.retain(|id, _| still.contains(id));
+        // Only a chunk already a candidate at an earlier pass (and untouched
+        // since) can go, whatever the grace, even zero: a store in progress
+        // touches its chunks more often than passes run, so its chunks are
+        // never collected from under it on any node.
         unreferenced
             .into_iter()
-            .filter(|id| now.duration_since(*seen.entry(*id).or_insert(now)) >= grace)
+            .filter(|id| match seen.entry(*id) {
+                Entry::Occupied(first) => now.duration_since(*first.get()) >= grace,
+                Entry::Vacant(new) => {
+                    new.insert(now);
+                    false
+                }
+            })
             .collect()
     };
     let store = shared.chunks.clone();

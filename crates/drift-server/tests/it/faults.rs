@@ -1044,3 +1044,48 @@ async fn a_client_may_pause_longer_than_a_request_timeout() {
     client.close().await;
     c.shutdown().await;
 }
+
+/// Nodes do not share their GC grace. A store that outlasts several repair
+/// passes keeps its chunks on peers whose grace is zero (shorter than the
+/// storing node's): once it returns, every replica holds them, and the file
+/// reads without the node that took it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_store_keeps_its_chunks_on_peers_with_a_shorter_gc_grace() {
+    use bytes::Bytes;
+    let tweak = |grace_ms: u64| {
+        move |cfg: &mut drift_server::NodeConfig| {
+            cfg.chunk_size = 4096;
+            cfg.gc_grace = Duration::from_millis(grace_ms);
+            cfg.repair_interval = Duration::from_millis(500);
+        }
+    };
+    let mut c = Cluster::start(1, tweak(900)).await;
+    for _ in 0..2 {
+        c.add(vec![c.addrs[0]], &tweak(0)).await;
+    }
+    c.wait_connected().await;
+    // The client's pace: 40 chunks over about 3 s, six repair passes.
+    let pieces = futures_util::stream::unfold(0u64, |i| async move {
+        if i == 40 {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(75)).await;
+        Some((
+            Ok::<_, std::io::Error>(Bytes::from(bytes(i + 100, 4096))),
+            i + 1,
+        ))
+    });
+    let reader = tokio_util::io::StreamReader::new(Box::pin(pieces));
+    c.node(0).store("long", reader).await.unwrap();
+    for n in 1..3 {
+        let held = chunk_files(c.dirs[n].path()).len();
+        assert!(held >= 40, "node {n} holds {held} chunk files of 40");
+    }
+    c.stop(0).await;
+    let want: Vec<u8> = (0..40).flat_map(|i| bytes(i + 100, 4096)).collect();
+    for n in 1..3 {
+        c.node(n).repair_now().await;
+        assert_eq!(read(c.node(n), "long").await.unwrap(), want, "node {n}");
+    }
+    c.shutdown().await;
+}
