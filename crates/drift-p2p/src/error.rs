@@ -57,3 +57,24 @@ pub enum ConnectError {
     #[error("connection limit reached")]
     Limit,
 }
+
+impl ConnectError {
+    /// True if the peer refused or dropped the connection the way a node
+    /// busy with handshakes also does (its handshake table full, it evicts
+    /// the oldest): a retry a moment later may succeed. A wrong secret looks
+    /// the same from this side, and fails again.
+    pub fn may_be_load(&self) -> bool {
+        match self {
+            ConnectError::Rejected(_) => true,
+            ConnectError::Handshake(m) => m == crate::noise::WRONG_SECRET,
+            ConnectError::Io(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::UnexpectedEof
+            ),
+            _ => false,
+        }
+    }
+}

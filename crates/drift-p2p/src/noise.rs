@@ -19,7 +19,7 @@ use crate::proto::{
 };
 
 const NOISE_PARAMS: &str = "Noise_XXpsk3_25519_AESGCM_SHA256";
-const WRONG_SECRET: &str = "the peer dropped the connection after our proof of the cluster secret: the cluster secret is probably wrong";
+pub(crate) const WRONG_SECRET: &str = "the peer dropped the connection after our proof of the cluster secret: the cluster secret is probably wrong (or the node was too busy with other connections)";
 
 /// An authenticated, encrypted connection before its tasks start: used for the
 /// hello exchange and by the raw test peer.

@@ -20,6 +20,9 @@ use crate::status::{FileInfo, NodeStatus};
 /// How much an upload asks its reader for at once.
 const READ_AHEAD: usize = 1 << 20;
 
+/// Handshakes a client tries when the node drops them as a busy node does.
+const CONNECT_TRIES: u32 = 5;
+
 /// Why a client operation failed. Each message is one line for a person.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -73,10 +76,26 @@ impl Client {
         config.handshake_timeout = timeout;
         config.request_timeout = timeout.max(Duration::from_secs(10));
         let (endpoint, _events) = Endpoint::<Msg>::client(config);
-        let conn = endpoint
-            .connect(addr)
-            .await
-            .map_err(|source| ClientError::Connect { addr, source })?;
+        // A node flooded with handshakes drops the oldest ones; those try
+        // again a moment later, a few times, within the timeout.
+        let give_up = tokio::time::Instant::now() + timeout;
+        let mut pause = Duration::from_millis(50);
+        let mut tries = 1;
+        let conn = loop {
+            match endpoint.connect(addr).await {
+                Ok(conn) => break conn,
+                Err(source)
+                    if source.may_be_load()
+                        && tries < CONNECT_TRIES
+                        && tokio::time::Instant::now() + pause < give_up =>
+                {
+                    tokio::time::sleep(pause).await; // a backoff, not a wait for state
+                    pause *= 2;
+                    tries += 1;
+                }
+                Err(source) => return Err(ClientError::Connect { addr, source }),
+            }
+        };
         Ok(Client { endpoint, conn })
     }
 

@@ -1089,3 +1089,39 @@ async fn a_long_store_keeps_its_chunks_on_peers_with_a_shorter_gc_grace() {
     }
     c.shutdown().await;
 }
+
+/// Many clients connecting at once (more than the node's handshake table
+/// holds) all get in: a handshake dropped for load is tried again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_clients_connecting_at_once_all_get_in() {
+    let c = Cluster::start(1, |cfg| cfg.replicas = 1).await;
+    c.node(0).store("small", &b"hello"[..]).await.unwrap();
+    let clients = (0..256).map(|_| {
+        let (addr, secret) = (c.addrs[0], c.secret.clone());
+        tokio::spawn(async move {
+            let client = Client::connect(addr, &secret, Duration::from_secs(10)).await?;
+            let mut out = Vec::new();
+            client.get("small", &mut out, |_, _| {}).await?;
+            client.close().await;
+            Ok::<_, ClientError>(out)
+        })
+    });
+    let results = tokio::time::timeout(LIMIT, futures_util::future::join_all(clients))
+        .await
+        .unwrap();
+    let failed: Vec<String> = results
+        .into_iter()
+        .filter_map(|r| match r.unwrap() {
+            Ok(out) if out == b"hello" => None,
+            Ok(_) => Some("wrong bytes".to_string()),
+            Err(e) => Some(e.to_string()),
+        })
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of 256 failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    c.shutdown().await;
+}
