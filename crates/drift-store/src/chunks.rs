@@ -346,7 +346,7 @@ impl ChunkStore {
                     self.recycle(stored.freeze());
                     return Ok(None);
                 }
-                Ok((_, stored)) => self.quarantine(&path, id, stored.len() as u64),
+                Ok(_) => self.quarantine(&path, id),
                 // Gone meanwhile (collected, or quarantined by a reader):
                 // write it.
                 Err(GetError::NotFound { .. } | GetError::Corrupt { .. }) => {}
@@ -354,7 +354,7 @@ impl ChunkStore {
             },
             // Something else holds the chunk's name: a damaged file. The good
             // bytes are in hand, so set the bad ones aside and write them.
-            Ok(meta) => self.quarantine(&path, id, meta.len()),
+            Ok(_) => self.quarantine(&path, id),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(StoreError::io("read", &path, e).into()),
         }
@@ -392,7 +392,7 @@ impl ChunkStore {
     pub fn get(&self, id: &ChunkId) -> Result<BytesMut, GetError> {
         let (path, buf) = self.read(id)?;
         if ChunkId::of(&buf) != *id {
-            self.quarantine(&path, id, buf.len() as u64);
+            self.quarantine(&path, id);
             return Err(GetError::Corrupt { id: *id });
         }
         Ok(buf)
@@ -423,7 +423,7 @@ impl ChunkStore {
             .metadata()
             .map_err(|e| StoreError::io("read", &path, e))?;
         if !meta.is_file() || meta.len() > MAX_CHUNK_SIZE as u64 {
-            self.quarantine(&path, id, meta.len());
+            self.quarantine(&path, id);
             return Err(GetError::Corrupt { id: *id });
         }
         // Bounded by the limit even if the file grows while it is read.
@@ -435,7 +435,7 @@ impl ChunkStore {
         )
         .map_err(|e| StoreError::io("read", &path, e))?;
         if buf.len() > MAX_CHUNK_SIZE {
-            self.quarantine(&path, id, buf.len() as u64);
+            self.quarantine(&path, id);
             return Err(GetError::Corrupt { id: *id });
         }
         Ok((path, buf))
@@ -625,7 +625,13 @@ impl ChunkStore {
 
     /// Moves a bad chunk file aside. Failure to move it is not reported: the
     /// caller reports the corruption either way, and the file stays unread.
-    fn quarantine(&self, path: &Path, id: &ChunkId, len: u64) {
+    /// Usage drops by what open counted for the path: a regular file's
+    /// length, or nothing for anything else (a directory, a symlink).
+    fn quarantine(&self, path: &Path, id: &ChunkId) {
+        let counted = fs::symlink_metadata(path)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len());
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -636,7 +642,9 @@ impl ChunkStore {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .insert(*id);
-            self.forget(len);
+            if let Some(len) = counted {
+                self.forget(len);
+            }
         }
     }
 }

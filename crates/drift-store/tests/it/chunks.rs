@@ -195,6 +195,26 @@ fn leftover_temp_files_are_removed_at_open() {
     assert_eq!(store.usage().unwrap().chunks, 1);
 }
 
+/// Something other than a file at a chunk's path (here a directory) is set
+/// aside when read, and the usage the quota counts stays what is on disk.
+#[test]
+fn a_directory_at_a_chunks_path_does_not_skew_the_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ChunkStore::open(dir.path()).unwrap();
+    let (kept, kept_bytes) = sealed(&vec![1u8; 100_000]);
+    store.put(&kept, &kept_bytes).unwrap();
+    let (odd, _) = sealed(b"a directory stands here");
+    fs::create_dir_all(chunk_file(dir.path(), &odd)).unwrap();
+    for _ in 0..3 {
+        assert!(store.get(&odd).is_err());
+    }
+    let usage = store.usage().unwrap();
+    assert_eq!((usage.chunks, usage.bytes), (1, kept_bytes.len() as u64));
+    drop(store);
+    let usage = ChunkStore::open(dir.path()).unwrap().usage().unwrap();
+    assert_eq!((usage.chunks, usage.bytes), (1, kept_bytes.len() as u64));
+}
+
 /// A second store on a directory in use is refused before it touches
 /// anything: the first store's writes in progress (temp files) stay, and the
 /// directory opens again once the first store is gone.
