@@ -51,8 +51,9 @@ impl ClusterSecret {
     /// secret file) is ignored.
     pub fn from_hex(text: &str) -> Result<Self, SecretParseError> {
         let text = text.trim();
-        if text.len() != 2 * SECRET_LEN {
-            return Err(SecretParseError::Length(text.chars().count()));
+        let chars = text.chars().count();
+        if chars != 2 * SECRET_LEN {
+            return Err(SecretParseError::Length(chars));
         }
         let mut bytes = [0u8; SECRET_LEN];
         hex::decode_to_slice(text, &mut bytes).map_err(|_| SecretParseError::NotHex)?;
@@ -174,7 +175,16 @@ mod tests {
             SecretParseError::NotHex
         );
         let multibyte = "é".repeat(32);
-        assert!(ClusterSecret::from_hex(&multibyte).is_err());
+        assert_eq!(
+            ClusterSecret::from_hex(&multibyte).unwrap_err(),
+            SecretParseError::Length(32)
+        );
+        // 64 characters, one of them two bytes long: not hex, whatever its length in bytes.
+        let one_off = format!("{}é", "a".repeat(63));
+        assert_eq!(
+            ClusterSecret::from_hex(&one_off).unwrap_err(),
+            SecretParseError::NotHex
+        );
     }
 
     #[test]
