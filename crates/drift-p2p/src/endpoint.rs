@@ -74,6 +74,22 @@ pub struct Events<M> {
     rx: mpsc::UnboundedReceiver<Event<M>>,
 }
 
+impl<M> std::fmt::Debug for Events<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events").finish_non_exhaustive()
+    }
+}
+
+impl<M> std::fmt::Debug for Endpoint<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("peer_id", &self.inner.config.key.peer_id())
+            .field("local_addr", &self.inner.local_addr)
+            .field("shut_down", &self.inner.shutdown.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<M> Events<M> {
     /// The next event; `None` after [`Endpoint::shutdown`].
     pub async fn recv(&mut self) -> Option<Event<M>> {
@@ -171,7 +187,7 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Endpoint<M> {
     /// timeout. The connection is also announced as [`Event::Connected`].
     pub async fn connect(&self, addr: SocketAddr) -> Result<Connection<M>, ConnectError> {
         if self.inner.shutdown.is_cancelled() {
-            return Err(ConnectError::Rejected("the endpoint is shut down".into()));
+            return Err(ConnectError::ShutDown);
         }
         let slot = self
             .inner
@@ -321,7 +337,7 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Endpoint<M> {
         self.inner.emit(Event::Connected(conn.clone()));
         if !self.inner.spawn(task) {
             lock(&self.inner.conns).remove(&id);
-            return Err(ConnectError::Rejected("the endpoint is shut down".into()));
+            return Err(ConnectError::ShutDown);
         }
         Ok(conn)
     }

@@ -56,6 +56,9 @@ pub enum ConnectError {
     /// This endpoint already has `max_connections` connections.
     #[error("connection limit reached")]
     Limit,
+    /// This endpoint was shut down; it makes no more connections.
+    #[error("this endpoint is shut down")]
+    ShutDown,
 }
 
 impl ConnectError {

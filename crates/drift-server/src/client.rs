@@ -65,6 +65,15 @@ pub struct Client {
     conn: Connection<Msg>,
 }
 
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("node", &self.conn.peer_id())
+            .field("addr", &self.conn.remote_addr())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Client {
     /// Connects to the node at `addr` with the cluster secret, giving up after `timeout`.
     pub async fn connect(

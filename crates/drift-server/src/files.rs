@@ -622,6 +622,16 @@ pub struct FileReader {
     task: tokio::task::JoinHandle<()>,
 }
 
+impl std::fmt::Debug for FileReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileReader")
+            .field("size", &self.size)
+            .field("version", &self.version)
+            .field("delivered", &self.delivered)
+            .finish_non_exhaustive()
+    }
+}
+
 impl FileReader {
     /// The file's size in bytes.
     pub fn size(&self) -> u64 {

@@ -183,6 +183,17 @@ pub struct Node {
     tasks: Arc<tokio::sync::Mutex<JoinSet<()>>>,
 }
 
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.shared.me)
+            .field("listen", &self.shared.config.listen)
+            .field("data_dir", &self.shared.config.data_dir)
+            .field("shut_down", &self.shared.cancel.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Node {
     /// Opens the data directory, restores the node's identity and index, binds
     /// the listen address and starts membership, anti-entropy, repair and scrub.

@@ -898,6 +898,8 @@ async fn operations_after_shutdown_say_the_node_is_shutting_down() {
     let node = c.node(0).clone();
     node.store("kept", &b"kept"[..]).await.unwrap();
     node.shutdown().await;
+    let shown = format!("{node:?}");
+    assert!(shown.contains("shut_down: true"), "{shown}");
     let store = node.store("after", &b"x"[..]).await.unwrap_err();
     assert!(matches!(store, StoreError::ShuttingDown), "{store}");
     let delete = node.delete("kept").await.unwrap_err();
