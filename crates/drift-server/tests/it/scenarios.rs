@@ -153,8 +153,7 @@ async fn a_second_node_on_a_live_data_directory_is_refused_and_disturbs_nothing(
         );
         let err = drift_server::Node::start(cfg)
             .await
-            .err()
-            .expect("a second node started");
+            .expect_err("a second node started");
         assert!(
             err.to_string()
                 .contains("another drift node is using this data directory"),
@@ -182,7 +181,8 @@ async fn a_second_node_on_a_live_data_directory_is_refused_and_disturbs_nothing(
 async fn a_config_a_node_cannot_run_with_is_refused_at_start() {
     let secret = drift_crypto::ClusterSecret::generate().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, fn(&mut drift_server::NodeConfig)); 4] = [
+    type Tweak = fn(&mut drift_server::NodeConfig);
+    let cases: [(&str, Tweak); 4] = [
         ("chunk_size", |c| c.chunk_size = 0),
         ("chunk_size", |c| {
             c.chunk_size = drift_crypto::MAX_CHUNK_SIZE + 1
@@ -196,8 +196,7 @@ async fn a_config_a_node_cannot_run_with_is_refused_at_start() {
         let err = tokio::time::timeout(LIMIT, drift_server::Node::start(cfg))
             .await
             .unwrap()
-            .err()
-            .expect("the node started");
+            .expect_err("the node started");
         assert!(
             matches!(err, drift_server::StartError::Config(ref m) if m.contains(what)),
             "{err}"
