@@ -312,6 +312,10 @@ async fn client_put(
         }
     });
     let result = crate::files::store(shared, name, Box::pin(pieces)).await;
+    if let Err(e) = &result {
+        // Not the name: logs may end up on disk, and names stay secret (R1).
+        tracing::info!(client = %s.peer_id().short(), "a client's put failed: {e}");
+    }
     let answer = match result {
         Ok((version, size)) => Msg::Stored { version, size },
         Err(e @ StoreError::InvalidName(_)) => failed(FailKind::BadRequest, e.to_string()),
