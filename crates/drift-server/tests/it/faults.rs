@@ -812,6 +812,10 @@ async fn uploads_cannot_hold_memory_beyond_the_budget_or_the_deadline() {
     c.shutdown().await;
 }
 
+/// A get's reads ahead count against the node's transfer budget. A reader
+/// left open and unread is given up after an upload's deadline (6 request
+/// timeouts): its memory comes back without the caller dropping it, and it
+/// then says why it ended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_ahead_count_against_the_transfer_budget() {
     let c = Cluster::start(1, |cfg| {
@@ -823,14 +827,43 @@ async fn reads_ahead_count_against_the_transfer_budget() {
     c.node(0).store("big", &data[..]).await.unwrap();
     // A reader that takes nothing: its reads ahead fill the budget.
     let mut idle = c.node(0).get("big").await.unwrap();
-    let first = idle.next_chunk().await.unwrap().unwrap();
-    assert_eq!(first.len(), 1 << 20);
+    let mut got = idle.next_chunk().await.unwrap().unwrap().to_vec();
+    assert_eq!(got.len(), 1 << 20);
     // Another read finds no memory left within a request timeout: busy.
     let err = read(c.node(0), "big").await.unwrap_err();
     assert!(matches!(err, GetError::Busy), "{err}");
-    // The idle reader goes, its memory comes back, and reads work again.
-    drop(idle);
-    assert_eq!(read(c.node(0), "big").await.unwrap(), data);
+    // Without dropping the idle reader, reads work again once it is given up.
+    wait_for("reads to work beside the idle reader", LIMIT, || async {
+        read(c.node(0), "big").await.is_ok_and(|b| b == data)
+    })
+    .await;
+    let err = loop {
+        match idle.next_chunk().await {
+            Some(Ok(piece)) => got.extend_from_slice(&piece),
+            Some(Err(e)) => break e,
+            None => panic!("an abandoned reader ended as if the file were whole"),
+        }
+    };
+    assert!(matches!(err, GetError::Idle(_)), "{err}");
+    assert!(err.to_string().contains("open it again"), "{err}");
+    assert_eq!(got[..], data[..got.len()]);
+    c.shutdown().await;
+}
+
+/// A slow reader that keeps reading, pausing longer than a request timeout
+/// before each chunk, is not given up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_that_keeps_reading_gets_the_whole_file() {
+    let c = Cluster::start(1, |cfg| cfg.request_timeout = Duration::from_millis(500)).await;
+    let small = bytes(23, 4 << 20);
+    c.node(0).store("small", &small[..]).await.unwrap();
+    let mut slow = c.node(0).get("small").await.unwrap();
+    let mut got = Vec::new();
+    while let Some(piece) = slow.next_chunk().await {
+        got.extend_from_slice(&piece.unwrap());
+        tokio::time::sleep(Duration::from_millis(700)).await; // the consumer's pace, not a wait for state
+    }
+    assert_eq!(got, small);
     c.shutdown().await;
 }
 
@@ -917,10 +950,9 @@ async fn operations_after_shutdown_say_the_node_is_shutting_down() {
     c.shutdown().await;
 }
 
-/// A client whose input stalls mid-put hears the node give up on the upload
-/// (after its chunk deadline) instead of waiting on its input for ever.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_client_put_whose_input_stalls_ends_with_the_nodes_reason() {
+/// One node with a 500 ms request timeout (so 3 s for a chunk's worth of
+/// input or output), and a client connected to it.
+async fn impatient_node_and_client() -> (Cluster, Client) {
     let c = Cluster::start(1, |cfg| {
         cfg.replicas = 1;
         cfg.request_timeout = Duration::from_millis(500);
@@ -929,6 +961,14 @@ async fn a_client_put_whose_input_stalls_ends_with_the_nodes_reason() {
     let client = Client::connect(c.addrs[0], &c.secret, Duration::from_secs(3))
         .await
         .unwrap();
+    (c, client)
+}
+
+/// A client whose input stalls mid-put hears the node give up on the upload
+/// (after its chunk deadline) instead of waiting on its input for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_put_whose_input_stalls_ends_with_the_nodes_reason() {
+    let (c, client) = impatient_node_and_client().await;
     let stalled = futures_util::stream::iter([Ok(bytes::Bytes::from(vec![7u8; 1000]))])
         .chain(futures_util::stream::pending());
     let err = tokio::time::timeout(LIMIT, client.put_blocks("stalled", stalled, |_| {}))
@@ -946,64 +986,11 @@ async fn a_client_put_whose_input_stalls_ends_with_the_nodes_reason() {
     c.shutdown().await;
 }
 
-/// A reader left open and unread is given up after an upload's deadline (6
-/// request timeouts): its memory comes back without the caller dropping it,
-/// and it then says why it ended. A slow reader that keeps reading is not
-/// given up.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_reader_left_unread_is_given_up_and_its_memory_comes_back() {
-    let c = Cluster::start(1, |cfg| {
-        cfg.transfer_memory = 8 << 20; // eight 1 MiB chunks
-        cfg.request_timeout = Duration::from_millis(500);
-    })
-    .await;
-    let data = bytes(22, 12 << 20);
-    c.node(0).store("big", &data[..]).await.unwrap();
-    let small = bytes(23, 4 << 20);
-    c.node(0).store("small", &small[..]).await.unwrap();
-
-    // Slow but alive: a pause longer than a request timeout before each chunk.
-    let mut slow = c.node(0).get("small").await.unwrap();
-    let mut got = Vec::new();
-    while let Some(piece) = slow.next_chunk().await {
-        got.extend_from_slice(&piece.unwrap());
-        tokio::time::sleep(Duration::from_millis(700)).await; // the consumer's pace, not a wait for state
-    }
-    assert_eq!(got, small);
-
-    let mut idle = c.node(0).get("big").await.unwrap();
-    let mut got = idle.next_chunk().await.unwrap().unwrap().to_vec();
-    assert!(matches!(read(c.node(0), "big").await, Err(GetError::Busy)));
-    // Without dropping the idle reader, reads work again once it is given up.
-    wait_for("reads to work beside the idle reader", LIMIT, || async {
-        read(c.node(0), "big").await.is_ok_and(|b| b == data)
-    })
-    .await;
-    let err = loop {
-        match idle.next_chunk().await {
-            Some(Ok(piece)) => got.extend_from_slice(&piece),
-            Some(Err(e)) => break e,
-            None => panic!("an abandoned reader ended as if the file were whole"),
-        }
-    };
-    assert!(matches!(err, GetError::Idle(_)), "{err}");
-    assert!(err.to_string().contains("open it again"), "{err}");
-    assert_eq!(got[..], data[..got.len()]);
-    c.shutdown().await;
-}
-
 /// Clients may pause longer than a request timeout (a slow pipe in, a pager
 /// out): a put whose input pauses, and a get whose output pauses, complete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_client_may_pause_longer_than_a_request_timeout() {
-    let c = Cluster::start(1, |cfg| {
-        cfg.replicas = 1;
-        cfg.request_timeout = Duration::from_millis(500);
-    })
-    .await;
-    let client = Client::connect(c.addrs[0], &c.secret, Duration::from_secs(3))
-        .await
-        .unwrap();
+    let (c, client) = impatient_node_and_client().await;
     // The input's pace, not a wait for state: 100 kB, a 1.5 s pause, 100 kB.
     let data = bytes(24, 200_000);
     let halves = [
