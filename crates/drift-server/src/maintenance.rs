@@ -164,47 +164,42 @@ pub(crate) async fn repair_pass(shared: &Arc<Shared>) -> RepairReport {
 
 /// Notes as suspects the live chunks that no holder's pass would report:
 /// ones this node holds no copy of although it is one of their replicas, or
-/// one of whose replicas is not up. Their up replicas are asked; a chunk
-/// none of them holds is a suspect, which `recheck_lost` then looks for on
-/// every peer and counts as missing if no good copy is found. (Without
-/// this, a chunk whose every holder died was missing without any node
-/// saying so.)
+/// one of whose replicas is not up. Every up peer is asked; a chunk none of
+/// them holds is a suspect, which `recheck_lost` then looks for again and
+/// counts as missing if no good copy is found. (Without this, a chunk whose
+/// every holder died was missing without any node saying so.) A chunk some
+/// peer holds is left to its holders' passes: after a join, say, it is
+/// simply not pushed yet.
 async fn suspect_unheld(shared: &Arc<Shared>, live: &HashSet<ChunkId>, local: &[ChunkId]) {
-    let up: HashSet<PeerId> = shared
+    let up: Vec<PeerId> = shared
         .members()
         .up_conns()
         .iter()
         .map(|c| c.peer_id())
         .collect();
     let local: HashSet<&ChunkId> = local.iter().collect();
-    let mut ask: HashMap<PeerId, Vec<ChunkId>> = HashMap::new();
-    let mut unheld = Vec::new();
-    for id in live.iter().filter(|id| !local.contains(id)) {
-        let (ranked, r) = placement(shared, id);
-        let targets = &ranked[..r.min(ranked.len())];
-        let mine = targets.contains(&shared.me);
-        if !mine && targets.iter().all(|t| up.contains(t)) {
-            continue;
+    let mut unheld: Vec<ChunkId> = live
+        .iter()
+        .filter(|id| !local.contains(id))
+        .filter(|id| {
+            let (ranked, r) = placement(shared, id);
+            let targets = &ranked[..r.min(ranked.len())];
+            targets.contains(&shared.me) || !targets.iter().all(|t| up.contains(t))
+        })
+        .copied()
+        .collect();
+    for peer in up {
+        if unheld.is_empty() {
+            return;
         }
-        unheld.push(*id);
-        for t in targets.iter().filter(|t| up.contains(t)) {
-            ask.entry(*t).or_default().push(*id);
-        }
+        // No answer: nothing is known, so nothing is suspected.
+        let Some(bits) = peer_has(shared, peer, &unheld).await else {
+            return;
+        };
+        let mut bits = bits.into_iter();
+        unheld.retain(|_| !bits.next().unwrap_or(true));
     }
-    let mut held: HashSet<ChunkId> = HashSet::new();
-    for (peer, ids) in &ask {
-        match peer_has(shared, *peer, ids).await {
-            Some(bits) => held.extend(
-                ids.iter()
-                    .zip(bits)
-                    .filter(|(_, has)| *has)
-                    .map(|(id, _)| *id),
-            ),
-            // No answer: nothing is known, so nothing is suspected.
-            None => held.extend(ids.iter().copied()),
-        }
-    }
-    for id in unheld.into_iter().filter(|id| !held.contains(id)) {
+    for id in unheld {
         shared.suspect(id);
     }
 }

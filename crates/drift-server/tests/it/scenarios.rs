@@ -107,6 +107,10 @@ async fn fourth_node_joins_through_one_peer_and_reads_everything() {
         node.list().await.unwrap().len() == files.len()
     })
     .await;
+    // Before the old nodes have pushed the new one its share, none of it is
+    // missing: the old nodes still hold it.
+    node.repair_now().await;
+    assert_eq!(node.status().await.missing, 0);
     for (name, data) in &files {
         assert_eq!(&read(&node, name).await.unwrap(), data);
     }
