@@ -136,6 +136,11 @@ pub(crate) async fn handle(shared: Arc<Shared>, conn: Connection<Msg>, mut s: St
     };
     if let Err(e) = result {
         tracing::debug!(peer = %conn.peer_id().short(), "stream ended early: {e}");
+        if matches!(e, drift_p2p::StreamError::Timeout) {
+            // Said rather than a bare "stream dropped": a client whose output
+            // stalled (a pager left open) learns why its transfer ended.
+            s.reset("the node gave up: the other side read or sent nothing for too long");
+        }
     }
 }
 

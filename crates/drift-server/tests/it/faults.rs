@@ -1132,3 +1132,30 @@ async fn a_chunk_whose_holders_all_died_is_reported_without_a_read() {
     assert_eq!(c.node(reader).status().await.missing, 1);
     c.shutdown().await;
 }
+
+/// A get whose output stalls past the node's deadline (a pager left open,
+/// then read on) ends with the node's reason, not a bare "stream dropped".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_get_whose_output_stalls_too_long_says_why_it_ended() {
+    let (c, client) = impatient_node_and_client().await;
+    let big = bytes(27, 8 << 20);
+    c.node(0).store("stalled out", &big[..]).await.unwrap();
+    let (writer, mut out) = tokio::io::duplex(64 * 1024);
+    let consumer = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut got = vec![0u8; 64 * 1024];
+        out.read_exact(&mut got).await.unwrap();
+        // The consumer's pace: a pause past the node's 3 s deadline.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let _ = out.read_to_end(&mut got).await;
+        got.len()
+    });
+    let err = tokio::time::timeout(LIMIT, client.get("stalled out", writer, |_, _| {}))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(err.to_string().contains("read or sent nothing"), "{err}");
+    assert!(consumer.await.unwrap() < big.len());
+    client.close().await;
+    c.shutdown().await;
+}
