@@ -102,13 +102,18 @@ pub fn run(cli: Cli) -> Result<()> {
     // 0.39 -> 0.33 s, wall 0.82 -> 0.79 s (medians); `cargo xtask bench
     // --only single,remote`, 3 alternating runs: the bench's client CPU per
     // MiB got 0.34-0.39 -> 0.24-0.27 ms, the 1 GiB get 1199 -> 1299 MB/s.
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         match tokio::spawn(command(cli, secret)).await {
             Ok(result) => result,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(e) => Err(anyhow!("the command was cancelled: {e}")),
         }
-    })
+    });
+    // A read of standard input holds a blocking thread until input comes,
+    // and dropping the runtime would wait for it: a put the node gave up on
+    // would then never exit while its producer stays silent.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
 }
 
 async fn command(cli: Cli, secret: ClusterSecret) -> Result<()> {

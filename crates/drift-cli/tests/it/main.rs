@@ -5,7 +5,7 @@ mod harness;
 
 use std::time::Duration;
 
-use harness::{Cluster, drift, drift_to, free_port, spawn_with_stderr};
+use harness::{Cluster, bin, drift, drift_to, free_port, spawn_with_stderr};
 
 #[test]
 fn keygen_prints_a_fresh_secret() {
@@ -426,4 +426,46 @@ fn output_into_a_closed_pipe_ends_quietly() {
         assert!(run.0.status.success(), "{args:?}: {stderr}");
         assert!(stderr.is_empty(), "{args:?}: {stderr}");
     }
+}
+
+/// A put from a standard input that stays open and silent ends as soon as
+/// the node refuses it (here: a name over 1024 bytes), rather than waiting
+/// on its input for ever.
+#[test]
+fn a_put_from_a_silent_stdin_ends_when_the_node_refuses_it() {
+    let c = Cluster::start(1);
+    let long_name = "n".repeat(1100);
+    let mut child = std::process::Command::new(bin())
+        .args([
+            "put",
+            "-",
+            "--name",
+            &long_name,
+            "--node",
+            &c.addr(0).to_string(),
+        ])
+        .env("DRIFT_SECRET", &c.secret)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Open, and silent.
+    let stdin = child.stdin.take().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the put still waits on its silent input after the node refused it");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("invalid file name"), "{err}");
+    drop(stdin);
 }
