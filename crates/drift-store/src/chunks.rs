@@ -356,7 +356,7 @@ impl ChunkStore {
             // bytes are in hand, so set the bad ones aside and write them.
             Ok(_) => self.quarantine(&path, id),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StoreError::io("read", &path, e).into()),
+            Err(e) => return Err(StoreError::io("look up the chunk file", &path, e).into()),
         }
         let reservation = self.reserve(id, len)?;
         let dir = fanout::fan_dir(&self.chunks, id);

@@ -210,7 +210,7 @@ pub fn machine_busy_ticks() -> Result<u64> {
     Ok(busy)
 }
 
-/// Clock ticks per second of /proc/<pid>/stat times.
+/// Clock ticks per second of `/proc/<pid>/stat` times.
 pub fn ticks_per_sec() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
