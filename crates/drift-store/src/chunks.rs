@@ -99,7 +99,7 @@ pub struct ChunkStore {
 /// The file whose lock marks a data directory in use.
 const LOCK_FILE: &str = "lock";
 
-/// Takes the data directory's exclusive lock (`flock`), or says who has it.
+/// Takes the data directory's exclusive lock (`flock`), or says that another store holds it.
 /// The lock goes with the file: on drop, or when the process ends however it ends.
 fn lock_dir(dir: &Path) -> Result<File, StoreError> {
     let path = dir.join(LOCK_FILE);
