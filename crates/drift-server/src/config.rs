@@ -54,9 +54,10 @@ pub struct NodeConfig {
     /// Most chunks one store or get keeps in flight.
     pub pipeline_depth: usize,
     /// Most bytes the chunk buffers of uploads (clients' puts, chunks sent
-    /// by peers) hold at once, over the whole node; raised to at least one
-    /// largest chunk. An upload that finds none free within
-    /// `request_timeout` fails as busy. Default 256 MiB.
+    /// by peers) and gets' reads ahead hold at once, over the whole node;
+    /// raised to at least one largest chunk. Reads ahead may hold half of it
+    /// at most. A transfer that finds none free within `request_timeout`
+    /// fails as busy. Default 256 MiB.
     pub transfer_memory: usize,
 }
 

@@ -18,7 +18,7 @@ use tokio_util::task::AbortOnDropHandle;
 use crate::chunks;
 use crate::error::check_name;
 use crate::manifest::{INLINE_MAX_CHUNKS, MAX_PARTS, Manifest, decode_parts};
-use crate::node::{Shared, blocking};
+use crate::node::{ReadPermit, Shared, blocking};
 use crate::proto::Msg;
 use crate::status::{FileInfo, NodeStatus};
 use crate::{DeleteError, GetError, StoreError};
@@ -420,7 +420,7 @@ pub(crate) async fn get(shared: &Arc<Shared>, name: &str) -> Result<FileReader, 
 
 /// A chunk's plaintext on its way to the reader, with its share of the
 /// node's transfer memory (given back when the reader takes the next one).
-type Piece = Result<(Bytes, OwnedSemaphorePermit), GetError>;
+type Piece = Result<(Bytes, ReadPermit), GetError>;
 
 /// Resolves the chunk list and sends each chunk's plaintext in order. A
 /// reader that takes no piece for as long as an upload may wait for its
@@ -453,9 +453,9 @@ async fn produce(
             // with nothing ahead of it waits for memory; the others stop
             // reading ahead, so this get's own chunks can always drain.
             let held = if in_flight.is_empty() {
-                shared.reserve_transfer(per_chunk).await
+                shared.reserve_read(per_chunk).await
             } else {
-                shared.try_reserve_transfer(per_chunk)
+                shared.try_reserve_read(per_chunk)
             };
             let Some(held) = held else {
                 if in_flight.is_empty() {
@@ -615,7 +615,7 @@ pub struct FileReader {
     failed: bool,
     rx: mpsc::Receiver<Piece>,
     /// The memory share of the piece handed out last.
-    held: Option<OwnedSemaphorePermit>,
+    held: Option<ReadPermit>,
     /// Set when the reader went unread for `idle_limit` and was given up.
     abandoned: Arc<AtomicBool>,
     idle_limit: std::time::Duration,

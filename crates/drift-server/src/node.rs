@@ -64,8 +64,11 @@ pub(crate) struct Shared {
     pub wake_repair: Notify,
     pub wake_dialer: Notify,
     pub cancel: CancellationToken,
-    /// `config.transfer_memory` in KiB, held by uploads' chunk buffers.
+    /// `config.transfer_memory` in KiB, held by uploads' chunk buffers and
+    /// gets' reads ahead.
     pub transfer_budget: Arc<Semaphore>,
+    /// The share of `transfer_budget` gets' reads ahead may hold at most.
+    pub read_budget: Arc<Semaphore>,
 }
 
 impl Shared {
@@ -117,26 +120,77 @@ impl Shared {
         .ok()
     }
 
-    /// [`Shared::reserve_transfer`] without waiting.
-    pub fn try_reserve_transfer(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
-        let kib = self.transfer_kib(bytes)?;
-        self.transfer_budget
-            .clone()
-            .try_acquire_many_owned(kib)
-            .ok()
-    }
-
     /// `bytes` in the budget's units (KiB), never more than the whole
     /// budget, which would wait forever.
     fn transfer_kib(&self, bytes: usize) -> Option<u32> {
         u32::try_from(bytes.div_ceil(1024).min(budget_kib(&self.config))).ok()
     }
+
+    /// As [`Shared::transfer_kib`], within the reads' share.
+    fn read_kib(&self, bytes: usize) -> Option<u32> {
+        u32::try_from(bytes.div_ceil(1024).min(read_budget_kib(&self.config))).ok()
+    }
+
+    /// Holds `bytes` for a chunk a get reads ahead: from the transfer budget
+    /// and from the half of it reads may hold, so readers (idle ones too,
+    /// until they are given up) always leave half to uploads and replica
+    /// writes. `None` if they are not free within the request timeout.
+    pub async fn reserve_read(&self, bytes: usize) -> Option<ReadPermit> {
+        let kib = self.read_kib(bytes)?;
+        tokio::time::timeout(self.config.request_timeout, async {
+            let read = self
+                .read_budget
+                .clone()
+                .acquire_many_owned(kib)
+                .await
+                .ok()?;
+            let total = self
+                .transfer_budget
+                .clone()
+                .acquire_many_owned(kib)
+                .await
+                .ok()?;
+            Some(ReadPermit {
+                _read: read,
+                _total: total,
+            })
+        })
+        .await
+        .ok()?
+    }
+
+    /// [`Shared::reserve_read`] without waiting.
+    pub fn try_reserve_read(&self, bytes: usize) -> Option<ReadPermit> {
+        let kib = self.read_kib(bytes)?;
+        let read = self.read_budget.clone().try_acquire_many_owned(kib).ok()?;
+        let total = self
+            .transfer_budget
+            .clone()
+            .try_acquire_many_owned(kib)
+            .ok()?;
+        Some(ReadPermit {
+            _read: read,
+            _total: total,
+        })
+    }
+}
+
+/// A get's share of the transfer budget for one chunk read ahead.
+#[derive(Debug)]
+pub(crate) struct ReadPermit {
+    _read: OwnedSemaphorePermit,
+    _total: OwnedSemaphorePermit,
 }
 
 /// The whole transfer budget in KiB: `transfer_memory`, raised to one
 /// largest chunk.
 fn budget_kib(config: &NodeConfig) -> usize {
     config.transfer_memory.max(drift_crypto::MAX_CHUNK_SIZE) >> 10
+}
+
+/// What reads ahead may hold: half the budget, raised to one largest chunk.
+fn read_budget_kib(config: &NodeConfig) -> usize {
+    (budget_kib(config) / 2).max(drift_crypto::MAX_CHUNK_SIZE >> 10)
 }
 
 /// Runs a blocking store or index call off the async runtime.
@@ -306,6 +360,7 @@ impl Node {
             wake_dialer: Notify::new(),
             cancel: CancellationToken::new(),
             transfer_budget: Arc::new(Semaphore::new(budget_kib(&config))),
+            read_budget: Arc::new(Semaphore::new(read_budget_kib(&config))),
             config,
         });
         let mut tasks = JoinSet::new();

@@ -1159,3 +1159,29 @@ async fn a_get_whose_output_stalls_too_long_says_why_it_ended() {
     client.close().await;
     c.shutdown().await;
 }
+
+/// Reads ahead may hold at most half the transfer budget: readers left open
+/// and unread, before they are given up, still leave stores the other half.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_readers_leave_half_the_transfer_budget_to_stores() {
+    let c = Cluster::start(1, |cfg| {
+        cfg.replicas = 1;
+        cfg.transfer_memory = 16 << 20; // reads ahead: 8 MiB at most
+        cfg.request_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let data = bytes(28, 12 << 20);
+    c.node(0).store("big", &data[..]).await.unwrap();
+    // An unread reader reads ahead as far as the reads' half allows.
+    let mut idle = c.node(0).get("big").await.unwrap();
+    idle.next_chunk().await.unwrap().unwrap();
+    // The reads' half is taken: another read is busy...
+    let err = read(c.node(0), "big").await.unwrap_err();
+    assert!(matches!(err, GetError::Busy), "{err}");
+    // ...and a store still finds memory.
+    let more = bytes(29, 4 << 20);
+    c.node(0).store("more", &more[..]).await.unwrap();
+    drop(idle);
+    assert_eq!(read(c.node(0), "more").await.unwrap(), more);
+    c.shutdown().await;
+}
