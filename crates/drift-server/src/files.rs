@@ -396,13 +396,14 @@ pub(crate) async fn get(shared: &Arc<Shared>, name: &str) -> Result<FileReader, 
     // The reads in flight are the read-ahead; the channel only hands over.
     let (tx, rx) = mpsc::channel(1);
     let abandoned = Arc::new(AtomicBool::new(false));
+    let idle_limit = crate::serve::upload_deadline(shared);
     let task_shared = shared.clone();
     let task_abandoned = abandoned.clone();
     let task = tokio::spawn(async move {
         let cancel = task_shared.cancel.clone();
         tokio::select! {
             _ = cancel.cancelled() => { let _ = tx.send(Err(GetError::ShuttingDown)).await; }
-            _ = produce(task_shared, manifest, per_chunk, tx.clone(), &task_abandoned) => {}
+            _ = produce(task_shared, manifest, per_chunk, tx.clone(), idle_limit, &task_abandoned) => {}
         }
     });
     Ok(FileReader {
@@ -413,7 +414,7 @@ pub(crate) async fn get(shared: &Arc<Shared>, name: &str) -> Result<FileReader, 
         rx,
         held: None,
         abandoned,
-        idle_limit: crate::serve::upload_deadline(shared),
+        idle_limit,
         task,
     })
 }
@@ -423,17 +424,18 @@ pub(crate) async fn get(shared: &Arc<Shared>, name: &str) -> Result<FileReader, 
 type Piece = Result<(Bytes, ReadPermit), GetError>;
 
 /// Resolves the chunk list and sends each chunk's plaintext in order. A
-/// reader that takes no piece for as long as an upload may wait for its
-/// next chunk is given up (`abandoned` set), and its reads ahead release
-/// the node's memory: readers left open and unread cannot starve the node.
+/// reader that takes no piece for `idle_limit` (as long as an upload may
+/// wait for its next chunk) is given up (`abandoned` set), and its reads
+/// ahead release the node's memory: readers left open and unread cannot
+/// starve the node.
 async fn produce(
     shared: Arc<Shared>,
     manifest: Manifest,
     per_chunk: usize,
     tx: mpsc::Sender<Piece>,
+    idle_limit: std::time::Duration,
     abandoned: &AtomicBool,
 ) {
-    let idle_limit = crate::serve::upload_deadline(&shared);
     let refs = match chunk_list(&shared, manifest).await {
         Ok(refs) => refs,
         Err(e) => {

@@ -349,6 +349,9 @@ async fn a_chunk_whose_holders_are_all_down_is_reported_until_one_returns() {
     for &i in &holders {
         c.stop(i).await;
     }
+    // Reported at the next repair pass, before any read has tried it.
+    c.node(reader).repair_now().await;
+    assert_eq!(c.node(reader).status().await.missing, 1);
     let err = read(c.node(reader), "away").await.unwrap_err();
     assert!(matches!(err, GetError::Unavailable { .. }), "{err}");
     c.node(reader).repair_now().await;
@@ -1112,24 +1115,6 @@ async fn many_clients_connecting_at_once_all_get_in() {
         failed.len(),
         &failed[..failed.len().min(3)]
     );
-    c.shutdown().await;
-}
-
-/// A chunk whose every holder is down is reported missing by the nodes
-/// left, at their next repair pass, before any read has tried it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_chunk_whose_holders_all_died_is_reported_without_a_read() {
-    let mut c = Cluster::start(4, |_| {}).await;
-    let data = bytes(26, 20_000);
-    c.node(0).store("unread", &data[..]).await.unwrap();
-    let Placed {
-        holders, reader, ..
-    } = placed(&c);
-    for &i in &holders {
-        c.stop(i).await;
-    }
-    c.node(reader).repair_now().await;
-    assert_eq!(c.node(reader).status().await.missing, 1);
     c.shutdown().await;
 }
 
