@@ -127,6 +127,13 @@ pub fn print_status(s: &NodeStatus, json: bool) -> Result<()> {
         .filter(|p| p.state == drift_server::PeerState::Up)
         .count();
     writeln!(out, "{up} of {} peer(s) up", s.peers.len())?;
+    for u in &s.unreached {
+        writeln!(
+            out,
+            "not reached {} ({} tries): {}",
+            u.addr, u.failures, u.error
+        )?;
+    }
     emit(&out)
 }
 

@@ -573,9 +573,13 @@ pub(crate) async fn status(shared: &Arc<Shared>) -> NodeStatus {
     let entries = entries.unwrap_or_default();
     let usage: drift_store::StoreUsage = usage.unwrap_or_default();
     let tombstones = entries.iter().filter(|e| e.deleted).count() as u64;
-    let (peers, replicas) = {
+    let (peers, replicas, unreached) = {
         let table = shared.members();
-        (table.statuses(), table.effective_replicas() as u32)
+        (
+            table.statuses(),
+            table.effective_replicas() as u32,
+            table.unreached(),
+        )
     };
     NodeStatus {
         node_id: shared.me.to_string(),
@@ -604,6 +608,7 @@ pub(crate) async fn status(shared: &Arc<Shared>) -> NodeStatus {
                     .unwrap_or_else(|p| p.into_inner())
                     .len() as u64,
             ),
+        unreached,
     }
 }
 

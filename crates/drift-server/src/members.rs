@@ -19,7 +19,7 @@ use drift_store::NameIndex;
 use crate::config::NodeConfig;
 use crate::node::Shared;
 use crate::proto::{Msg, PeerAddr};
-use crate::status::{PeerState, PeerStatus};
+use crate::status::{PeerState, PeerStatus, Unreached};
 
 const META_MEMBERS: &str = "members";
 
@@ -41,6 +41,8 @@ struct Redial {
     dialing: bool,
     /// Dials that failed in a row.
     failures: u32,
+    /// Why the last dial failed.
+    last_error: Option<String>,
 }
 
 impl Redial {
@@ -51,6 +53,7 @@ impl Redial {
             next_dial: first,
             dialing: false,
             failures: 0,
+            last_error: None,
         }
     }
 
@@ -181,6 +184,23 @@ impl Members {
             })
             .collect();
         out.sort_by_key(|p| p.addr);
+        out
+    }
+
+    /// Bootstrap addresses not reached yet whose dials have failed.
+    pub fn unreached(&self) -> Vec<Unreached> {
+        let mut out: Vec<Unreached> = self
+            .bootstrap
+            .iter()
+            .filter_map(|(addr, r)| {
+                Some(Unreached {
+                    addr: *addr,
+                    failures: r.failures,
+                    error: r.last_error.clone()?,
+                })
+            })
+            .collect();
+        out.sort_by_key(|u| u.addr);
         out
     }
 
@@ -385,6 +405,7 @@ pub(crate) async fn run_dialer(shared: Arc<Shared>) {
                 if let Some(r) = redial {
                     r.dialing = false;
                     r.failures = if result.is_ok() { 0 } else { r.failures.saturating_add(1) };
+                    r.last_error = result.as_ref().err().map(ToString::to_string);
                     first_failure = r.failures == 1;
                 }
                 match result {

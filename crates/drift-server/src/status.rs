@@ -47,6 +47,17 @@ pub struct PeerStatus {
     pub since_secs: u64,
 }
 
+/// A `--peer` address this node has not reached yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unreached {
+    /// The address given.
+    pub addr: std::net::SocketAddr,
+    /// Dials that failed in a row.
+    pub failures: u32,
+    /// Why the last one failed.
+    pub error: String,
+}
+
 /// A node's view of itself and the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
@@ -76,4 +87,8 @@ pub struct NodeStatus {
     /// cannot be read until a copy comes back (a node returns, or the same
     /// content is stored again).
     pub missing: u64,
+    /// Bootstrap addresses (`--peer`) whose dials have failed so far: a
+    /// mistyped address, or a node with another cluster secret, shows here
+    /// rather than only in the node's log.
+    pub unreached: Vec<Unreached>,
 }

@@ -419,6 +419,39 @@ async fn a_client_with_the_wrong_secret_can_neither_read_nor_write() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bootstrap_peer_with_another_secret_shows_as_unreached_with_the_reason() {
+    let mut c = Cluster::start(1, |_| {}).await;
+    // A node given the wrong secret, told to join through node 0.
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = ClusterSecret::generate().unwrap();
+    let cfg = crate::cluster::config(
+        dir.path(),
+        &wrong,
+        "127.0.0.1:0".parse().unwrap(),
+        vec![c.addrs[0]],
+    );
+    let stray = drift_server::Node::start(cfg).await.unwrap();
+    wait_for(
+        "the bootstrap address reported unreached",
+        LIMIT,
+        || async { !stray.status().await.unreached.is_empty() },
+    )
+    .await;
+    let status = stray.status().await;
+    assert!(status.peers.is_empty(), "{:?}", status.peers);
+    let unreached = &status.unreached[0];
+    assert_eq!(unreached.addr, c.addrs[0]);
+    assert!(unreached.failures >= 1);
+    assert!(unreached.error.contains("secret"), "{}", unreached.error);
+    // A node that reaches its bootstrap peer reports nothing unreached.
+    let joined = c.add(vec![c.addrs[0]], &|_| {}).await;
+    c.wait_connected().await;
+    assert!(c.node(joined).status().await.unreached.is_empty());
+    stray.shutdown().await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_put_from_blocks_of_any_size_stores_exactly_their_bytes() {
     use drift_server::proto::PIECE_LEN;
     let c = Cluster::start(1, |_| {}).await;
