@@ -314,7 +314,7 @@ async fn single_node(ctx: &mut Ctx, probe: refs::Probe, rows: &mut Vec<Row>) -> 
                 .push(ctx.floor.single_put(label, put_row.samples.clone()));
             put_row = put_row
                 .against("put pipeline limit", prims.put_limit())
-                .target(Target::RatioAtLeast(0.7));
+                .target(Target::RatioAtLeast(floor::SINGLE_PUT_SHARE));
             get_row = get_row
                 .against_each("open pipeline limit", get_limits)
                 .target(Target::RatioAtLeast(0.7));
@@ -420,7 +420,7 @@ async fn big_put(
         Row::new(S, format!("put through node 0, {label}"), "MB/s")
             .samples(puts)
             .against("single-node put, biggest file", single_put)
-            .target(Target::RatioAtLeast(0.5)),
+            .target(Target::RatioAtLeast(floor::THREE_PUT_SHARE)),
     );
     rows.push(time_row(
         S,
