@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use drift_crypto::ClusterSecret;
+use drift_server::proto::Msg;
 use drift_server::{Node, NodeConfig, PeerState};
 use tempfile::TempDir;
 
@@ -190,4 +191,25 @@ pub fn chunk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// Connects to the node at `addr` as an outsider holding the secret, in
+/// `role` (a member, or a client), without a node of its own. The events are
+/// returned so the endpoint keeps reporting while the test runs.
+pub async fn dial_as(
+    secret: &ClusterSecret,
+    addr: std::net::SocketAddr,
+    role: drift_p2p::Role,
+) -> (
+    drift_p2p::Endpoint<Msg>,
+    drift_p2p::Events<Msg>,
+    drift_p2p::Connection<Msg>,
+) {
+    use drift_p2p::{Config, Endpoint, NodeKey};
+    let (ep, events) = Endpoint::<Msg>::client(Config::new(secret, NodeKey::generate(), role));
+    let conn = tokio::time::timeout(LIMIT, ep.connect(addr))
+        .await
+        .unwrap()
+        .unwrap();
+    (ep, events, conn)
 }
