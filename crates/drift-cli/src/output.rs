@@ -82,11 +82,15 @@ pub fn print_files(files: &[FileInfo], json: bool) -> Result<()> {
 }
 
 pub fn print_status(s: &NodeStatus, json: bool) -> Result<()> {
-    let mut out = String::new();
     if json {
-        writeln!(out, "{}", serde_json::to_string_pretty(s)?)?;
-        return emit(&out);
+        return emit(&format!("{}\n", serde_json::to_string_pretty(s)?));
     }
+    emit(&status_text(s)?)
+}
+
+/// `drift status` for a person.
+fn status_text(s: &NodeStatus) -> Result<String> {
+    let mut out = String::new();
     writeln!(out, "node        {}", s.node_id)?;
     writeln!(out, "listen      {}", s.listen)?;
     writeln!(out, "replicas    R = {}", s.replicas)?;
@@ -101,6 +105,19 @@ pub fn print_status(s: &NodeStatus, json: bool) -> Result<()> {
     }
     if s.under_replicated > 0 {
         problems.push(format!("{} chunk(s) under-replicated", s.under_replicated));
+    }
+    // The counts above are the last repair pass's; a peer that went down
+    // since holds copies too, which come back with it (or are re-created
+    // elsewhere once it is lost).
+    let down = s
+        .peers
+        .iter()
+        .filter(|p| p.state == drift_server::PeerState::Down)
+        .count();
+    if down > 0 {
+        problems.push(format!(
+            "{down} peer(s) down: their copies are re-created elsewhere if they stay down"
+        ));
     }
     let health = if problems.is_empty() {
         "healthy".to_string()
@@ -134,7 +151,7 @@ pub fn print_status(s: &NodeStatus, json: bool) -> Result<()> {
             u.addr, u.failures, u.error
         )?;
     }
-    emit(&out)
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -150,6 +167,62 @@ mod tests {
         assert_eq!(human_bytes(1_048_576), "1.0 MiB");
         assert_eq!(human_bytes(1_572_864), "1.5 MiB");
         assert_eq!(human_bytes(u64::MAX), "16777216.0 TiB");
+    }
+
+    fn status(peers: &[drift_server::PeerState]) -> NodeStatus {
+        NodeStatus {
+            node_id: "ab".repeat(32),
+            listen: "127.0.0.1:3000".parse().unwrap(),
+            replicas: 3,
+            peers: peers
+                .iter()
+                .enumerate()
+                .map(|(i, state)| drift_server::PeerStatus {
+                    id: format!("{i:064x}"),
+                    addr: format!("127.0.0.1:{}", 7000 + i).parse().unwrap(),
+                    state: *state,
+                    since_secs: 1,
+                })
+                .collect(),
+            names: 0,
+            tombstones: 0,
+            chunks: 0,
+            bytes: 0,
+            under_replicated: 0,
+            quarantined: 0,
+            missing: 0,
+            unreached: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn status_is_healthy_only_with_every_peer_up() {
+        use drift_server::PeerState::{Down, Up};
+        let text = status_text(&status(&[Up, Up])).unwrap();
+        assert!(text.contains("replication healthy"), "{text}");
+        let text = status_text(&status(&[Up, Down])).unwrap();
+        assert!(
+            text.contains("replication 1 peer(s) down: their copies are re-created"),
+            "{text}"
+        );
+        assert!(text.contains("1 of 2 peer(s) up"), "{text}");
+    }
+
+    #[test]
+    fn status_names_the_peer_addresses_not_reached_and_why() {
+        let mut s = status(&[]);
+        s.unreached.push(drift_server::Unreached {
+            addr: "127.0.0.1:7000".parse().unwrap(),
+            failures: 3,
+            error: "cannot connect: connection refused".into(),
+        });
+        let text = status_text(&s).unwrap();
+        assert!(
+            text.contains(
+                "not reached 127.0.0.1:7000 (3 tries): cannot connect: connection refused"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
