@@ -338,9 +338,17 @@ pub(crate) async fn run_repair(shared: Arc<Shared>) {
     periodically(&shared, every, Some(&shared.wake_repair), || async {
         let r = repair_pass(&shared).await;
         if r.missing > 0 {
+            // A node cut off from its peers (a network blip, a paused
+            // process) finds every chunk it does not hold missing: the
+            // peer count tells that apart from lost data.
+            let (up, known) = {
+                let table = shared.members();
+                (table.up_conns().len(), table.by_id.len())
+            };
             tracing::warn!(
                 missing = r.missing,
-                "live chunks have no good copy on any reachable node: their files cannot be read"
+                "live chunks have no good copy on any reachable node ({up} of {known} peers up): \
+                 their files cannot be read until a copy is reachable"
             );
         }
         if r.pushed + r.collected + r.recovered > 0 {
