@@ -281,6 +281,7 @@ fn on_connected(
     }
     let addr = conn.listen_addr().unwrap_or_else(|| conn.remote_addr());
     let is_new;
+    let came_up;
     {
         let mut table = shared.members();
         is_new = table.learn(peer, addr);
@@ -306,13 +307,20 @@ fn on_connected(
         }
         m.addr = addr;
         m.conn = Some(conn.clone());
-        if m.state != PeerState::Up {
+        came_up = m.state != PeerState::Up;
+        if came_up {
             m.state = PeerState::Up;
             m.since = Instant::now();
         }
         m.redial.backoff = min_backoff;
     }
-    tracing::info!(peer = %peer.short(), %addr, "peer up");
+    // Both sides dialing at once brings up two connections, and the one
+    // kept may come second: the peer came up once.
+    if came_up {
+        tracing::info!(peer = %peer.short(), %addr, "peer up");
+    } else {
+        tracing::debug!(peer = %peer.short(), %addr, "peer's connection replaced");
+    }
     shared.wake_repair.notify_one();
     let shared = shared.clone();
     handlers.spawn(async move {
