@@ -37,9 +37,9 @@ pub struct NodeConfig {
     /// How often nodes compare name indexes.
     pub anti_entropy_interval: Duration,
     /// How often the repair worker runs (it also runs on membership changes).
-    /// Keep it over 5 s, the longest a store in progress goes between
-    /// touches of its chunks: a node running passes faster than that, with
-    /// a grace under 5 s, could collect a store's chunks from under it.
+    /// Keep it over 5 s, the longest a store or a read in progress goes
+    /// between touches of its chunks: a node running passes faster than
+    /// that, with a grace under 5 s, could collect them from under it.
     pub repair_interval: Duration,
     /// How often the scrub worker re-verifies every local chunk.
     pub scrub_interval: Duration,

@@ -2,7 +2,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
@@ -130,7 +130,7 @@ where
     let mut input_done = false;
     // Peers may have a shorter grace than this node: touch often enough
     // for any of them (see `TOUCH_EVERY_MAX`).
-    let touch_every = (shared.config.gc_grace / 3).clamp(TOUCH_EVERY_MIN, TOUCH_EVERY_MAX);
+    let touch_period = touch_every(shared);
     let mut last_touch = tokio::time::Instant::now();
     while !input_done || !in_flight.is_empty() {
         // Collect finished chunks in order as soon as they are done, not only
@@ -139,7 +139,7 @@ where
         while in_flight.front().is_some_and(|h| h.is_finished()) {
             collect(&mut in_flight, &mut refs).await?;
         }
-        if last_touch.elapsed() >= touch_every {
+        if last_touch.elapsed() >= touch_period {
             touch_everywhere(shared, &refs).await;
             last_touch = tokio::time::Instant::now();
         }
@@ -150,7 +150,7 @@ where
             let next = loop {
                 tokio::select! {
                     next = tokio::time::timeout_at(give_up, pieces.next()) => break next,
-                    _ = tokio::time::sleep_until(last_touch + touch_every) => {
+                    _ = tokio::time::sleep_until(last_touch + touch_period) => {
                         touch_everywhere(shared, &refs).await;
                         last_touch = tokio::time::Instant::now();
                     }
@@ -223,8 +223,8 @@ async fn collect(
     Ok(())
 }
 
-/// How often a store in progress renews its chunks' GC grace everywhere, at
-/// most: a third of this node's grace, but no longer than this. Nodes do not
+/// How often a store in progress (or a read) renews its chunks' GC grace
+/// everywhere, at most: a third of this node's grace, but no longer than this. Nodes do not
 /// share their grace, so a peer's may be far shorter; what holds for every
 /// node is that a chunk is collected only once it was unreferenced at two
 /// repair passes (30 s apart) with no touch in between.
@@ -232,9 +232,15 @@ const TOUCH_EVERY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 /// A floor on that period, for a grace of (near) zero.
 const TOUCH_EVERY_MIN: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// How often a transfer renews its chunks' GC grace.
+fn touch_every(shared: &Shared) -> std::time::Duration {
+    (shared.config.gc_grace / 3).clamp(TOUCH_EVERY_MIN, TOUCH_EVERY_MAX)
+}
+
 /// Restarts the GC grace of `refs` on this node and every connected peer.
 /// A store calls it every `TOUCH_EVERY_MAX` or a third of its grace, so its
-/// chunks are not collected before its entry exists.
+/// chunks are not collected before its entry exists; a read does too, so
+/// the chunks it has yet to reach outlive a delete or an overwrite.
 async fn touch_everywhere(shared: &Arc<Shared>, refs: &[ChunkRef]) {
     let ids: Vec<drift_crypto::ChunkId> = refs.iter().map(|r| r.id).collect();
     shared.touch(&ids);
@@ -443,13 +449,20 @@ async fn produce(
             return;
         }
     };
+    let refs: Arc<[ChunkRef]> = refs.into();
+    // The index of the next chunk to read, which the toucher starts from.
+    let next = Arc::new(AtomicUsize::new(0));
+    let _toucher = AbortOnDropHandle::new(tokio::spawn(keep_touched(
+        shared.clone(),
+        refs.clone(),
+        next.clone(),
+    )));
     // Reads run as their own tasks, so they go on while the consumer is slow
     // to take the previous chunk; returning drops (aborts) the rest.
     let depth = shared.config.pipeline_depth.max(1);
-    let mut refs = refs.into_iter().peekable();
     let mut in_flight = VecDeque::new();
     loop {
-        while in_flight.len() < depth && refs.peek().is_some() {
+        while in_flight.len() < depth && next.load(Ordering::Relaxed) < refs.len() {
             // Reads ahead hold memory until the reader takes the next one:
             // they count against the node's transfer budget. Only a read
             // with nothing ahead of it waits for memory; the others stop
@@ -466,7 +479,7 @@ async fn produce(
                 }
                 break;
             };
-            let Some(r) = refs.next() else { break };
+            let r = refs[next.fetch_add(1, Ordering::Relaxed)].clone();
             let shared = shared.clone();
             in_flight.push_back(AbortOnDropHandle::new(tokio::spawn(async move {
                 chunks::read_plain(&shared, &r)
@@ -487,6 +500,22 @@ async fn produce(
                 return;
             }
         }
+    }
+}
+
+/// Keeps the chunks a read has yet to reach from being collected, should
+/// its file be deleted or overwritten meanwhile: the read goes on to the
+/// end of the version it began, however slow its reader. Touches start only
+/// after a first period, so quick reads send none.
+async fn keep_touched(shared: Arc<Shared>, refs: Arc<[ChunkRef]>, next: Arc<AtomicUsize>) {
+    let every = touch_every(&shared);
+    loop {
+        tokio::time::sleep(every).await;
+        let from = next.load(Ordering::Relaxed);
+        let Some(ahead) = refs.get(from..).filter(|a| !a.is_empty()) else {
+            return;
+        };
+        touch_everywhere(&shared, ahead).await;
     }
 }
 

@@ -821,6 +821,49 @@ async fn operations_after_shutdown_say_the_node_is_shutting_down() {
     c.shutdown().await;
 }
 
+/// A file deleted while it is read stays readable to the end of that read,
+/// however slow the reader, even where the GC grace is zero: the read keeps
+/// the chunks it has yet to reach. Once it is over they are collected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_file_deleted_while_it_is_read_stays_readable_to_the_end() {
+    let c = Cluster::start(3, |cfg| {
+        cfg.chunk_size = 4096;
+        cfg.gc_grace = Duration::ZERO;
+        cfg.repair_interval = Duration::from_millis(500);
+    })
+    .await;
+    let data = bytes(21, 40 * 4096);
+    c.node(0).store("slow", &data[..]).await.unwrap();
+    let mut reader = c.node(1).get("slow").await.unwrap();
+    let mut got = reader.next_chunk().await.unwrap().unwrap().to_vec();
+    c.node(2).delete("slow").await.unwrap();
+    wait_for("the delete to reach every node", LIMIT, || async {
+        for n in 0..3 {
+            if !names(c.node(n)).await.is_empty() {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    // The reader's pace: 75 ms a chunk, about 3 s in all, so six repair passes.
+    while let Some(piece) = reader.next_chunk().await {
+        got.extend_from_slice(&piece.unwrap());
+        tokio::time::sleep(Duration::from_millis(75)).await;
+    }
+    assert!(got == data, "the read returned other bytes");
+    for n in 0..3 {
+        let dir = c.dirs[n].path().to_path_buf();
+        wait_for(
+            "the chunks to be collected after the read",
+            LIMIT,
+            || async { chunk_files(&dir).is_empty() },
+        )
+        .await;
+    }
+    c.shutdown().await;
+}
+
 /// Nodes do not share their GC grace. A store that outlasts several repair
 /// passes keeps its chunks on peers whose grace is zero (shorter than the
 /// storing node's): once it returns, every replica holds them, and the file
