@@ -379,6 +379,31 @@ impl NameIndex {
         Ok(out)
     }
 
+    /// Removes `entry` if the index still holds exactly its version, and
+    /// returns whether it did: a writer takes back an entry no other node
+    /// would take. A newer entry for the name, written meanwhile, stays.
+    pub fn withdraw(&self, entry: &NameEntry) -> Result<bool, IndexError> {
+        let key = self.name_hash(&entry.name);
+        self.with_db(|db| {
+            let txn = db.begin_write().map_err(IndexError::db)?;
+            let removed = {
+                let mut table = txn.open_table(ENTRIES).map_err(IndexError::db)?;
+                let held = match table.get(&key[..]).map_err(IndexError::db)? {
+                    Some(value) => self.sealer.open_entry(&key, value.value()).ok(),
+                    None => None,
+                };
+                let ours = held.is_some_and(|held| held.version == entry.version);
+                ours && table.remove(&key[..]).map_err(IndexError::db)?.is_some()
+            };
+            if removed {
+                txn.commit().map_err(IndexError::db)?;
+            } else {
+                txn.abort().map_err(IndexError::db)?;
+            }
+            Ok(removed)
+        })
+    }
+
     /// Removes tombstones with `version.time < older_than_time`, returning how
     /// many. Live entries and unreadable records are left alone.
     pub fn purge_tombstones(&self, older_than_time: u64) -> Result<usize, IndexError> {

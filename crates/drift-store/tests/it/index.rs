@@ -106,6 +106,21 @@ fn apply_reports_what_it_applied() {
 }
 
 #[test]
+fn withdraw_removes_only_the_version_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = NameIndex::open(dir.path(), &keys(1)).unwrap();
+    index.apply(&[entry("f", 5, 1, false)]).unwrap();
+    // Another version of the name stays.
+    assert!(!index.withdraw(&entry("f", 4, 1, false)).unwrap());
+    assert_eq!(index.get("f").unwrap(), Some(entry("f", 5, 1, false)));
+    assert!(index.withdraw(&entry("f", 5, 1, false)).unwrap());
+    assert_eq!(index.get("f").unwrap(), None);
+    assert!(!index.withdraw(&entry("f", 5, 1, false)).unwrap());
+    // An older version is taken again once the withdrawn one is gone.
+    assert_eq!(index.apply(&[entry("f", 3, 2, false)]).unwrap(), [true]);
+}
+
+#[test]
 fn tombstones_and_purge() {
     let dir = tempfile::tempdir().unwrap();
     let index = NameIndex::open(dir.path(), &keys(1)).unwrap();
