@@ -101,6 +101,19 @@ pub enum StoreError {
         /// A majority of R.
         needed: usize,
     },
+    /// Every peer that answered refused the file's name, and none took it:
+    /// it was taken back from this node too, so nothing of it remains.
+    /// Peers refuse a version far ahead of their clocks, so this node's
+    /// clock is the likely cause.
+    #[error(
+        "{refused} other node(s) refused the file's name, so it was not stored: {reason}; is this node's clock ahead of theirs?"
+    )]
+    NameRefused {
+        /// Peers that refused it.
+        refused: usize,
+        /// The first refusal's reason.
+        reason: String,
+    },
     /// The file is larger than one entry can describe.
     #[error("file too large: {0} bytes")]
     TooLarge(u64),
@@ -180,6 +193,17 @@ pub enum DeleteError {
         written: usize,
         /// A majority of R.
         needed: usize,
+    },
+    /// Every peer that answered refused the tombstone, and none took it: it
+    /// was taken back from this node too, so the file is not deleted.
+    #[error(
+        "{refused} other node(s) refused the delete, so the file is not deleted: {reason}; is this node's clock ahead of theirs?"
+    )]
+    Refused {
+        /// Peers that refused it.
+        refused: usize,
+        /// The first refusal's reason.
+        reason: String,
     },
 }
 

@@ -19,7 +19,7 @@ use crate::chunks;
 use crate::error::check_name;
 use crate::manifest::{INLINE_MAX_CHUNKS, MAX_PARTS, Manifest, decode_parts};
 use crate::node::{ReadPermit, Shared, blocking};
-use crate::proto::Msg;
+use crate::proto::{FailKind, Msg};
 use crate::status::{FileInfo, NodeStatus};
 use crate::{DeleteError, GetError, StoreError};
 
@@ -208,6 +208,7 @@ where
         PublishError::Unreplicated { written, needed } => {
             StoreError::NameUnreplicated { written, needed }
         }
+        PublishError::Refused { refused, reason } => StoreError::NameRefused { refused, reason },
     })?;
     Ok((version, size))
 }
@@ -305,7 +306,7 @@ pub(crate) async fn publish(shared: &Arc<Shared>, entry: NameEntry) -> Result<()
         entries: vec![entry.clone()],
     };
     let local = async {
-        let committed = shared.index_writer.run(vec![entry]).await;
+        let committed = shared.index_writer.run(vec![entry.clone()]).await;
         if matches!(committed, Ok(Ok(_))) {
             shared.index_changed();
         }
@@ -333,9 +334,40 @@ pub(crate) async fn publish(shared: &Arc<Shared>, entry: NameEntry) -> Result<()
         .count();
     let needed = crate::placement::write_quorum(r);
     if written < needed {
+        let refusals: Vec<&String> = answers
+            .iter()
+            .filter_map(|a| match a {
+                Ok(Msg::Failed {
+                    kind: FailKind::BadRequest,
+                    message,
+                }) => Some(message),
+                _ => None,
+            })
+            .collect();
+        // Peers refuse a version far ahead of their clocks. Kept here, it
+        // would reach them once their clocks caught up, and then win over
+        // the writes made meanwhile: take it back while no one else has it.
+        if written == 1 && !refusals.is_empty() {
+            withdraw(shared, entry).await;
+            return Err(PublishError::Refused {
+                refused: refusals.len(),
+                reason: refusals[0].clone(),
+            });
+        }
         return Err(PublishError::Unreplicated { written, needed });
     }
     Ok(())
+}
+
+/// Removes an entry this node just wrote, if it is still the one held.
+async fn withdraw(shared: &Arc<Shared>, entry: NameEntry) {
+    let index = shared.index.clone();
+    match blocking(move || index.withdraw(&entry)).await {
+        Ok(Ok(true)) => shared.index_changed(),
+        Ok(Ok(false)) => {}
+        Ok(Err(e)) => tracing::warn!("cannot take back a refused entry: {e}"),
+        Err(e) => tracing::warn!("cannot take back a refused entry: {e}"),
+    }
 }
 
 /// Why an entry was not durably published.
@@ -346,6 +378,8 @@ pub(crate) enum PublishError {
     Local(String),
     /// It is written here but reached too few peers.
     Unreplicated { written: usize, needed: usize },
+    /// Peers refused it and none took it; it was taken back here.
+    Refused { refused: usize, reason: String },
 }
 
 /// The newest entry for `name`: the local one, or, if this node has none
@@ -565,6 +599,7 @@ pub(crate) async fn delete(shared: &Arc<Shared>, name: &str) -> Result<(), Delet
         PublishError::Unreplicated { written, needed } => {
             DeleteError::Unreplicated { written, needed }
         }
+        PublishError::Refused { refused, reason } => DeleteError::Refused { refused, reason },
     })
 }
 

@@ -738,6 +738,78 @@ async fn a_version_far_ahead_of_the_clock_is_refused_and_later_writes_still_win(
     c.shutdown().await;
 }
 
+/// A node whose clock runs over 10 minutes ahead has its writes refused by
+/// the others. The refused write must not stay on it either: kept, it would
+/// reach them once their clocks caught up, and win over the writes made
+/// meanwhile (an audit saw a failed put override a later successful one,
+/// and undo a later delete, about a minute on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_refused_for_a_fast_clock_leaves_nothing_behind() {
+    use drift_store::{NameEntry, NameIndex, Version};
+    let mut c = Cluster::start(3, |_| {}).await;
+    // Node 2 comes back with a version 11 minutes ahead in its index: its
+    // clock issues versions past it, as a clock that fast would.
+    c.stop(2).await;
+    let ahead_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + 11 * 60 * 1000;
+    let index = NameIndex::open(c.dirs[2].path(), &c.secret.keys()).unwrap();
+    let future = NameEntry {
+        name: "from the future".into(),
+        version: Version {
+            time: ahead_ms << 16,
+            node: 1,
+        },
+        deleted: true,
+        size: 0,
+        content: Vec::new(),
+    };
+    index.apply(&[future]).unwrap();
+    drop(index);
+    c.restart(2, |_| {}).await;
+    c.wait_connected().await;
+
+    let err = c.node(2).store("k", &b"refused"[..]).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::NameRefused { refused: 2, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("clock"), "{err}");
+    // A later store through another node is what every node reads, the
+    // fast one included.
+    c.node(0).store("k", &b"later"[..]).await.unwrap();
+    for n in 0..3 {
+        c.node(n).sync_now().await;
+        assert_eq!(read(c.node(n), "k").await.unwrap(), b"later", "node {n}");
+    }
+    // So is a later delete: a refused overwrite does not bring the file back.
+    let err = c
+        .node(2)
+        .store("k", &b"refused again"[..])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NameRefused { .. }), "{err}");
+    c.node(0).delete("k").await.unwrap();
+    for n in 0..3 {
+        c.node(n).sync_now().await;
+        let err = read(c.node(n), "k").await.unwrap_err();
+        assert!(matches!(err, GetError::NotFound(_)), "node {n}: {err}");
+    }
+    // A delete through the fast node is refused the same way.
+    c.node(0).store("j", &b"kept"[..]).await.unwrap();
+    let err = c.node(2).delete("j").await.unwrap_err();
+    assert!(
+        matches!(err, drift_server::DeleteError::Refused { .. }),
+        "{err}"
+    );
+    for n in 0..3 {
+        assert_eq!(read(c.node(n), "j").await.unwrap(), b"kept", "node {n}");
+    }
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_with_a_smaller_r_keeps_the_copies_the_others_count_on() {
     let mut c = Cluster::start(3, |_| {}).await;
