@@ -106,7 +106,8 @@ pub enum StoreError {
     /// Peers refuse a version far ahead of their clocks, so this node's
     /// clock is the likely cause.
     #[error(
-        "{refused} other node(s) refused the file's name, so it was not stored: {reason}; is this node's clock ahead of theirs?"
+        "{refused} other node(s) refused the file's name, so it was not stored: is this node's clock more than {} minutes ahead of theirs? (they said: {reason})",
+        crate::clock::MAX_AHEAD.as_secs() / 60
     )]
     NameRefused {
         /// Peers that refused it.
@@ -197,7 +198,8 @@ pub enum DeleteError {
     /// Every peer that answered refused the tombstone, and none took it: it
     /// was taken back from this node too, so the file is not deleted.
     #[error(
-        "{refused} other node(s) refused the delete, so the file is not deleted: {reason}; is this node's clock ahead of theirs?"
+        "{refused} other node(s) refused the delete, so the file is not deleted: is this node's clock more than {} minutes ahead of theirs? (they said: {reason})",
+        crate::clock::MAX_AHEAD.as_secs() / 60
     )]
     Refused {
         /// Peers that refused it.

@@ -225,10 +225,10 @@ async fn collect(
 }
 
 /// How often a store in progress (or a read) renews its chunks' GC grace
-/// everywhere, at most: a third of this node's grace, but no longer than this. Nodes do not
-/// share their grace, so a peer's may be far shorter; what holds for every
-/// node is that a chunk is collected only once it was unreferenced at two
-/// repair passes (30 s apart) with no touch in between.
+/// everywhere, at most: a third of this node's grace, but no longer than
+/// this. Nodes do not share their grace, so a peer's may be far shorter;
+/// what holds for every node is that a chunk is collected only once it was
+/// unreferenced at two repair passes (30 s apart) with no touch in between.
 const TOUCH_EVERY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 /// A floor on that period, for a grace of (near) zero.
 const TOUCH_EVERY_MIN: std::time::Duration = std::time::Duration::from_millis(100);
@@ -362,10 +362,12 @@ pub(crate) async fn publish(shared: &Arc<Shared>, entry: NameEntry) -> Result<()
 /// Removes an entry this node just wrote, if it is still the one held.
 async fn withdraw(shared: &Arc<Shared>, entry: NameEntry) {
     let index = shared.index.clone();
-    match blocking(move || index.withdraw(&entry)).await {
-        Ok(Ok(true)) => shared.index_changed(),
-        Ok(Ok(false)) => {}
-        Ok(Err(e)) => tracing::warn!("cannot take back a refused entry: {e}"),
+    let withdrawn = blocking(move || index.withdraw(&entry).map_err(|e| e.to_string()))
+        .await
+        .and_then(|r| r);
+    match withdrawn {
+        Ok(true) => shared.index_changed(),
+        Ok(false) => {}
         Err(e) => tracing::warn!("cannot take back a refused entry: {e}"),
     }
 }
