@@ -487,12 +487,15 @@ async fn produce(
     };
     let refs: Arc<[ChunkRef]> = refs.into();
     // The index of the next chunk to read, which the toucher starts from.
+    // A file of one chunk has its only read under way at once: no toucher.
     let next = Arc::new(AtomicUsize::new(0));
-    let _toucher = AbortOnDropHandle::new(tokio::spawn(keep_touched(
-        shared.clone(),
-        refs.clone(),
-        next.clone(),
-    )));
+    let _toucher = (refs.len() > 1).then(|| {
+        AbortOnDropHandle::new(tokio::spawn(keep_touched(
+            shared.clone(),
+            refs.clone(),
+            next.clone(),
+        )))
+    });
     // Reads run as their own tasks, so they go on while the consumer is slow
     // to take the previous chunk; returning drops (aborts) the rest.
     let depth = shared.config.pipeline_depth.max(1);
