@@ -147,7 +147,7 @@ fn status_text(s: &NodeStatus) -> Result<String> {
     for u in &s.unreached {
         writeln!(
             out,
-            "not reached {} ({} tries): {}",
+            "not reached {} ({} attempt(s)): {}",
             u.addr, u.failures, u.error
         )?;
     }
@@ -219,7 +219,7 @@ mod tests {
         let text = status_text(&s).unwrap();
         assert!(
             text.contains(
-                "not reached 127.0.0.1:7000 (3 tries): cannot connect: connection refused"
+                "not reached 127.0.0.1:7000 (3 attempt(s)): cannot connect: connection refused"
             ),
             "{text}"
         );

@@ -208,11 +208,12 @@ fn a_node_warns_when_a_bootstrap_peer_cannot_be_reached() {
     let secret = drift(&["keygen"], None).assert_ok().trim().to_string();
     let dir = tempfile::tempdir().unwrap();
     let nobody = format!("127.0.0.1:{}", free_port());
+    let listen = format!("127.0.0.1:{}", free_port());
     let (_node, lines) = spawn_with_stderr(
         &[
             "node",
             "--listen",
-            &format!("127.0.0.1:{}", free_port()),
+            &listen,
             "--data",
             dir.path().to_str().unwrap(),
             "--peer",
@@ -233,6 +234,12 @@ fn a_node_warns_when_a_bootstrap_peer_cannot_be_reached() {
             Err(_) => panic!("no warning about {nobody} within 20 s; stderr: {seen:#?}"),
         }
     }
+    // `drift status` says so too, with the reason.
+    let out = drift(&["status", "--node", &listen], Some(&secret)).assert_ok();
+    assert!(
+        out.contains(&format!("not reached {nobody} (")) && out.contains("cannot connect"),
+        "{out}"
+    );
 }
 
 #[test]
