@@ -47,6 +47,11 @@ pub struct NodeArgs {
     /// Seconds between scrubs, which re-verify every local chunk and re-fetch corrupt ones.
     #[arg(long, value_name = "SECS", default_value_t = 3600)]
     scrub_interval: u64,
+    /// MiB the node's transfers (uploads, replica writes, reads ahead) may hold at once; one that
+    /// finds none free in time fails as busy. Lower it on a small machine.
+    #[arg(long, value_name = "MIB", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(16..=65536))]
+    transfer_memory: u32,
     /// Shut down when the process that started this node exits (for scripts,
     /// the demo and tests, so no node outlives its harness).
     #[arg(long)]
@@ -176,6 +181,7 @@ async fn run_node(args: NodeArgs, secret: ClusterSecret) -> Result<()> {
     config.gc_grace = Duration::from_secs(args.gc_grace);
     config.max_bytes = args.max_bytes;
     config.scrub_interval = Duration::from_secs(args.scrub_interval.max(1));
+    config.transfer_memory = (args.transfer_memory as usize) << 20;
     let node = Node::start(config).await?;
     // Scripts wait for this line; a node whose stdout is gone runs on.
     let _ = output::emit(&format!(

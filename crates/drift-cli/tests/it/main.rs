@@ -307,6 +307,23 @@ fn usage_errors_are_one_line_and_short_addresses_work() {
         e.starts_with("drift: a command is required: keygen, node, put"),
         "{e}"
     );
+    // A node's memory for transfers has a floor.
+    let run = drift(
+        &[
+            "node",
+            "--listen",
+            ":0",
+            "--data",
+            "x",
+            "--transfer-memory",
+            "8",
+        ],
+        None,
+    );
+    assert_eq!(run.0.status.code(), Some(2));
+    let e = String::from_utf8(run.0.stderr).unwrap();
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    assert!(e.contains("--transfer-memory") && e.contains("16"), "{e}");
     // `:PORT` means loopback, as the original demo wrote its nodes.
     let c = Cluster::start(1);
     let port = c.addr(0).port().to_string();
