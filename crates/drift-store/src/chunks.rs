@@ -412,7 +412,9 @@ impl ChunkStore {
     /// the chunk's name is quarantined.
     fn read(&self, id: &ChunkId) -> Result<(PathBuf, BytesMut), GetError> {
         let path = fanout::chunk_path(&self.chunks, id);
-        let mut file = match File::open(&path) {
+        // A FIFO planted at a chunk's name is opened (and quarantined below)
+        // instead of blocking this thread for ever.
+        let mut file = match direct::open_nonblocking(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(GetError::NotFound { id: *id });

@@ -190,6 +190,22 @@ fn read_at(file: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
     std::os::windows::fs::FileExt::seek_read(file, buf, at)
 }
 
+/// Opens `path` for reading without waiting for a writer if it is a FIFO;
+/// for a regular file, the same as [`File::open`].
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+pub(crate) fn open_nonblocking(path: &std::path::Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+pub(crate) fn open_nonblocking(path: &std::path::Path) -> io::Result<File> {
+    File::open(path)
+}
+
 #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
 fn open_direct(path: &std::path::Path) -> Option<File> {
     use std::os::unix::fs::OpenOptionsExt;

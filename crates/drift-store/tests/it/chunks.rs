@@ -215,6 +215,32 @@ fn a_directory_at_a_chunks_path_does_not_skew_the_usage() {
     assert_eq!((usage.chunks, usage.bytes), (1, kept_bytes.len() as u64));
 }
 
+/// A FIFO at a chunk's path is set aside as corrupt when read, and the read
+/// does not wait for a writer that never comes (scrub and every get of the
+/// chunk used to hang on it).
+#[test]
+fn a_fifo_at_a_chunks_path_is_quarantined_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ChunkStore::open(dir.path()).unwrap();
+    let (id, _) = sealed(b"a fifo stands here");
+    let path = chunk_file(dir.path(), &id);
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let made = std::process::Command::new("mkfifo").arg(&path).status();
+    assert!(made.unwrap().success(), "mkfifo failed");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(store.get(&id).map(|_| ()));
+    });
+    let result = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("reading a chunk path holding a FIFO blocked");
+    assert!(
+        matches!(result, Err(drift_store::GetError::Corrupt { .. })),
+        "{result:?}"
+    );
+    assert!(!path.exists(), "the FIFO is still at the chunk's path");
+}
+
 /// A second store on a directory in use is refused before it touches
 /// anything: the first store's writes in progress (temp files) stay, and the
 /// directory opens again once the first store is gone.
