@@ -256,7 +256,7 @@ async fn put(
         if meta.is_file() {
             let size = meta.len();
             (
-                Source::File(crate::local_files::UncachedSource::new(f)),
+                Source::File(crate::local_files::UncachedSource::new(f, size)),
                 size,
             )
         } else {

@@ -40,15 +40,21 @@ pub struct UncachedSource {
     last: Option<Bytes>,
     /// The next block, being read; `None` once the file has ended.
     reading: Option<JoinHandle<io::Result<BytesMut>>>,
+    /// The file's size when it was opened. Ending at another size means it
+    /// changed while it was read (truncated, say), and what was read is not
+    /// the file: the stream ends with an error instead.
+    expected: u64,
 }
 
 impl UncachedSource {
-    pub fn new(file: UncachedReader) -> UncachedSource {
+    /// Reads `file`, which had `expected` bytes when it was opened.
+    pub fn new(file: UncachedReader, expected: u64) -> UncachedSource {
         let mut source = UncachedSource {
             file: Arc::new(file),
             offset: 0,
             last: None,
             reading: None,
+            expected,
         };
         source.start_read(drift_store::aligned_buffer(BLOCK));
         source
@@ -80,12 +86,21 @@ impl Stream for UncachedSource {
                 return Poll::Ready(Some(Err(e)));
             }
         };
+        this.offset += next.len() as u64;
+        // A short block is the file's last.
+        let last = next.len() < BLOCK;
+        if last && this.offset != this.expected {
+            let e = io::Error::other(format!(
+                "the file changed size while it was read ({} bytes when opened, {} read): \
+                 it was not stored",
+                this.expected, this.offset
+            ));
+            return Poll::Ready(Some(Err(e)));
+        }
         if next.is_empty() {
             return Poll::Ready(None);
         }
-        this.offset += next.len() as u64;
-        // A short block is the file's last.
-        if next.len() == BLOCK {
+        if !last {
             // By now the block before last has been sent (its pieces were
             // copied into frames), so its buffer is usually free again.
             let buf = this
@@ -312,6 +327,43 @@ mod tests {
         assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe);
     }
 
+    /// A file cut short while it is read (or grown) is not handed on as if
+    /// its first part were the whole file: the stream ends with an error.
+    #[tokio::test]
+    async fn a_file_that_changes_size_while_read_ends_in_an_error() {
+        use futures_util::StreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shrinks");
+        std::fs::write(&path, vec![5u8; 3 * BLOCK]).unwrap();
+        let mut source =
+            UncachedSource::new(UncachedReader::open(&path).unwrap(), 3 * BLOCK as u64);
+        // The first block was read ahead when the source was made; the
+        // second is being read now. Cut the file inside the third.
+        assert_eq!(source.next().await.unwrap().unwrap().len(), BLOCK);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(2 * BLOCK as u64 + 10)
+            .unwrap();
+        let mut err = None;
+        while let Some(block) = source.next().await {
+            if let Err(e) = block {
+                err = Some(e);
+                break;
+            }
+        }
+        let err = err.expect("a file cut short read as if whole");
+        assert!(
+            err.to_string().contains("changed size while it was read"),
+            "{err}"
+        );
+        // Growing counts too: the size it was opened with is what is stored.
+        std::fs::write(&path, vec![5u8; 10]).unwrap();
+        let mut source = UncachedSource::new(UncachedReader::open(&path).unwrap(), 5);
+        assert!(source.next().await.unwrap().is_err());
+    }
+
     #[tokio::test]
     async fn a_file_reads_back_whole_in_blocks() {
         use futures_util::StreamExt;
@@ -327,7 +379,8 @@ mod tests {
             // buffer be read into again; keeping them all must not change
             // a byte of what comes back.
             for keep in [false, true] {
-                let mut source = UncachedSource::new(UncachedReader::open(&path).unwrap());
+                let mut source =
+                    UncachedSource::new(UncachedReader::open(&path).unwrap(), len as u64);
                 let mut back = Vec::new();
                 let mut kept = Vec::new();
                 let mut sizes = Vec::new();
