@@ -59,6 +59,15 @@ pub enum ClientError {
     Protocol(String),
 }
 
+/// Refuses a name the node would refuse, before sending it: a name far over
+/// the limit would otherwise fail as a message too large for the transport.
+fn valid(name: &str) -> Result<(), ClientError> {
+    crate::error::check_name(name).map_err(|why| ClientError::Failed {
+        kind: FailKind::BadRequest,
+        message: crate::StoreError::InvalidName(why).to_string(),
+    })
+}
+
 /// A connection to one node.
 pub struct Client {
     endpoint: Endpoint<Msg>,
@@ -136,6 +145,7 @@ impl Client {
     where
         S: Stream<Item = std::io::Result<Bytes>> + Unpin,
     {
+        valid(name)?;
         let mut s = self.conn.open().await?;
         s.send(&Msg::Put {
             name: name.to_string(),
@@ -201,6 +211,7 @@ impl Client {
         mut writer: W,
         mut progress: impl FnMut(u64, u64),
     ) -> Result<u64, ClientError> {
+        valid(name)?;
         let mut s = self.conn.open().await?;
         s.send(&Msg::Get {
             name: name.to_string(),
@@ -239,6 +250,7 @@ impl Client {
 
     /// Deletes `name`.
     pub async fn delete(&self, name: &str) -> Result<(), ClientError> {
+        valid(name)?;
         match self
             .conn
             .request(Msg::Delete {

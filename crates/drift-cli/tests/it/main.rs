@@ -140,6 +140,18 @@ fn every_error_is_one_clear_line() {
     assert_eq!(one_line(&e), "drift: no such file: ghost.txt");
     let e = c.run(0, &["rm", "ghost.txt"]).assert_err();
     assert_eq!(one_line(&e), "drift: no such file: ghost.txt");
+    // A name over the limit is named as such, not as a message too large.
+    let long = "n".repeat(100_000);
+    let e = c.run(0, &["get", &long]).assert_err();
+    assert!(
+        one_line(&e).contains("invalid file name: names are at most 1024 bytes"),
+        "{e}"
+    );
+    let input = tempfile::NamedTempFile::new().unwrap();
+    let e = c
+        .run(0, &["put", input.path().to_str().unwrap(), "--name", &long])
+        .assert_err();
+    assert!(one_line(&e).contains("names are at most 1024 bytes"), "{e}");
     // An input file that cannot be read.
     let e = c.run(0, &["put", "/nonexistent/input.bin"]).assert_err();
     assert!(
