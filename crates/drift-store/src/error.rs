@@ -36,10 +36,23 @@ pub enum StoreError {
         /// The data directory's lock file.
         lock: PathBuf,
     },
+    /// The name index database is damaged so badly that opening it failed
+    /// inside the database library itself.
+    #[error("cannot open name index {}: it is damaged ({detail}){DAMAGED_HINT}", path.display())]
+    IndexDamaged {
+        /// The database file.
+        path: PathBuf,
+        /// What the database library said.
+        detail: String,
+    },
     /// The name index opened but refused its contents (e.g. another cluster secret).
     #[error(transparent)]
     Index(#[from] IndexError),
 }
+
+/// What to do about a damaged name index.
+const DAMAGED_HINT: &str = "; move it aside and start the node again: it rejoins under a new node id \
+     and gets the names back from its peers";
 
 impl StoreError {
     /// An I/O error while doing `action` on `path`.
@@ -176,6 +189,8 @@ fn db_hint(e: &redb::Error) -> &'static str {
         redb::Error::DatabaseAlreadyOpen => {
             ": another drift node is using this data directory; stop it or choose another directory"
         }
+        redb::Error::Corrupted(_) => DAMAGED_HINT,
+        redb::Error::Io(e) if e.kind() == io::ErrorKind::InvalidData => DAMAGED_HINT,
         _ => "",
     }
 }

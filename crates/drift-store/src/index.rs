@@ -98,19 +98,35 @@ impl NameIndex {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| StoreError::io("create data directory", data_dir, e))?;
         let path = data_dir.join("index.redb");
-        let db = open_db().map_err(|e| StoreError::Database {
-            path: path.clone(),
-            source: Box::new(e.into()),
-        })?;
-        let index = NameIndex {
-            db: RwLock::new(Some(db)),
-            open_db: Box::new(open_db),
-            sealer: Sealer::new(keys),
-            group: Mutex::default(),
-            group_done: Condvar::new(),
-        };
-        index.check_or_init(path)?;
-        Ok(index)
+        // redb asserts on some damage it meets while opening (a truncated
+        // file, say) instead of returning an error. The panic is then the
+        // file's doing, and becomes an error that says so.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let db = open_db().map_err(|e| StoreError::Database {
+                path: path.clone(),
+                source: Box::new(e.into()),
+            })?;
+            let index = NameIndex {
+                db: RwLock::new(Some(db)),
+                open_db: Box::new(open_db),
+                sealer: Sealer::new(keys),
+                group: Mutex::default(),
+                group_done: Condvar::new(),
+            };
+            index.check_or_init(path.clone())?;
+            Ok(index)
+        }));
+        opened.unwrap_or_else(|panic| {
+            let detail = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("the database library failed on it");
+            Err(StoreError::IndexDamaged {
+                path,
+                detail: detail.to_string(),
+            })
+        })
     }
 
     /// Creates the tables and the secret check on first use; checks it after.

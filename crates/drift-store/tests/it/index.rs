@@ -120,6 +120,41 @@ fn withdraw_removes_only_the_version_it_names() {
     assert_eq!(index.apply(&[entry("f", 3, 2, false)]).unwrap(), [true]);
 }
 
+/// A damaged index file never panics its opener: whatever the damage, the
+/// error says the index is damaged and what to do about it.
+#[test]
+fn a_damaged_index_file_is_an_error_that_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = NameIndex::open(dir.path(), &keys(1)).unwrap();
+    let many: Vec<NameEntry> = (0..200)
+        .map(|i| entry(&format!("name {i}"), i + 1, 1, false))
+        .collect();
+    index.apply(&many).unwrap();
+    drop(index);
+    let path = dir.path().join("index.redb");
+    let good = std::fs::read(&path).unwrap();
+    let mut cuts = vec![512, 4096, good.len() / 2, good.len() - 1];
+    cuts.retain(|&n| n < good.len());
+    for cut in cuts {
+        std::fs::write(&path, &good[..cut]).unwrap();
+        let e = NameIndex::open(dir.path(), &keys(1))
+            .err()
+            .unwrap_or_else(|| panic!("a cut at {cut} bytes opened"))
+            .to_string();
+        assert!(
+            e.contains("damaged") && e.contains("move it aside"),
+            "cut at {cut}: {e}"
+        );
+    }
+    // Garbage where the file was: redb's own error, with the same advice.
+    std::fs::write(&path, vec![0xab; good.len()]).unwrap();
+    let e = NameIndex::open(dir.path(), &keys(1))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("move it aside"), "{e}");
+}
+
 #[test]
 fn tombstones_and_purge() {
     let dir = tempfile::tempdir().unwrap();
