@@ -23,6 +23,10 @@ use crate::status::{PeerState, PeerStatus, Unreached};
 
 const META_MEMBERS: &str = "members";
 
+/// Why a node with another's id is refused.
+const ID_CLASH: &str = "two nodes at different addresses have the same node id: \
+     was one's data directory copied from the other's? Start it on a fresh data directory";
+
 /// One other node.
 pub(crate) struct Member {
     pub addr: SocketAddr,
@@ -30,6 +34,8 @@ pub(crate) struct Member {
     pub state: PeerState,
     pub since: Instant,
     redial: Redial,
+    /// The address of another node with this member's id, last warned of.
+    clash_warned: Option<SocketAddr>,
 }
 
 /// When to dial an address next: exponential backoff between attempts, and
@@ -114,6 +120,7 @@ impl Members {
                 state: PeerState::Down,
                 since: now,
                 redial: Redial::new(self.min_backoff, now),
+                clash_warned: None,
             },
         );
         true
@@ -276,7 +283,13 @@ fn on_connected(
     }
     let peer = conn.peer_id();
     if peer == shared.me {
-        conn.close("connected to itself");
+        match conn.listen_addr().filter(|a| *a != shared.config.listen) {
+            Some(other) => {
+                tracing::warn!(%other, "{ID_CLASH}");
+                conn.close(ID_CLASH);
+            }
+            None => conn.close("connected to itself"),
+        }
         return;
     }
     let addr = conn.listen_addr().unwrap_or_else(|| conn.remote_addr());
@@ -294,6 +307,19 @@ fn on_connected(
             .as_ref()
             .filter(|c| !c.is_closed() && c.id() != conn.id())
         {
+            // Two nodes listening apart with one id: a data directory copied
+            // from another node's. The one connected first stays; the other
+            // is told why it is refused, and never takes its place.
+            if let (Some(first), Some(other)) = (old.listen_addr(), conn.listen_addr())
+                && first != other
+            {
+                if m.clash_warned != Some(other) {
+                    tracing::warn!(peer = %peer.short(), %first, %other, "{ID_CLASH}");
+                    m.clash_warned = Some(other);
+                }
+                conn.close(ID_CLASH);
+                return;
+            }
             // Two connections for one pair: both sides keep the one dialed by
             // the smaller id, so they agree without talking.
             let preferred_dialer = shared.me.min(peer);
