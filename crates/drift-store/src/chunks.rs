@@ -615,12 +615,10 @@ impl ChunkStore {
     /// durable). The leaf is tried first: after the first few hundred chunks
     /// its parent nearly always exists.
     fn create_fan_dir(&self, dir: &Path) -> io::Result<()> {
-        let parent = dir.parent().unwrap_or(&self.chunks);
         match create_dir(dir) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                create_dir(parent)?;
-                create_dir(dir)
-            }
+            // Its parent is missing too, or even `chunks/` (removed by hand
+            // while the node ran): puts would fail until a restart.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir_all(dir),
             other => other,
         }
     }

@@ -215,6 +215,20 @@ fn a_directory_at_a_chunks_path_does_not_skew_the_usage() {
     assert_eq!((usage.chunks, usage.bytes), (1, kept_bytes.len() as u64));
 }
 
+/// Chunks removed by hand while the store is open (the whole `chunks/`
+/// directory) do not stop later puts.
+#[test]
+fn puts_work_after_the_chunks_directory_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ChunkStore::open(dir.path()).unwrap();
+    let (first, first_bytes) = sealed(b"before");
+    store.put(&first, &first_bytes).unwrap();
+    fs::remove_dir_all(dir.path().join("chunks")).unwrap();
+    let (id, bytes) = sealed(b"after the chunks directory went");
+    store.put(&id, &bytes).unwrap();
+    assert_eq!(store.get(&id).unwrap(), bytes);
+}
+
 /// A FIFO at a chunk's path is set aside as corrupt when read, and the read
 /// does not wait for a writer that never comes (scrub and every get of the
 /// chunk used to hang on it).
