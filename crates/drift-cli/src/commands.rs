@@ -149,10 +149,20 @@ async fn command(cli: Cli, secret: ClusterSecret) -> Result<()> {
     }
 }
 
+/// Most bytes read from a secret file: a secret is 64 hex characters, and
+/// a device such as /dev/zero given by mistake must not be read for ever.
+const SECRET_FILE_MAX: u64 = 4096;
+
 fn load_secret(file: Option<&Path>) -> Result<ClusterSecret> {
     let text = match file {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read secret file {}", path.display()))?,
+        Some(path) => {
+            use std::io::Read;
+            let mut text = String::new();
+            std::fs::File::open(path)
+                .and_then(|f| f.take(SECRET_FILE_MAX).read_to_string(&mut text))
+                .with_context(|| format!("cannot read secret file {}", path.display()))?;
+            text
+        }
         None => std::env::var("DRIFT_SECRET").map_err(|_| {
             anyhow!("cluster secret missing: pass --secret-file or set DRIFT_SECRET (make one with `drift keygen`)")
         })?,

@@ -122,6 +122,9 @@ fn every_error_is_one_clear_line() {
         one_line(&e).contains("cannot read secret file /nonexistent/secret"),
         "{e}"
     );
+    // A device given as the secret file is read only so far.
+    let e = drift(&["ls", "--node", &node, "--secret-file", "/dev/zero"], None).assert_err();
+    assert!(one_line(&e).contains("malformed cluster secret"), "{e}");
     // The wrong secret.
     let wrong = drift(&["keygen"], None).assert_ok();
     let e = drift(&["ls", "--node", &node], Some(wrong.trim())).assert_err();
