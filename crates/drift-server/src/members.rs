@@ -361,7 +361,13 @@ fn on_connected(
 fn on_disconnected(shared: &Arc<Shared>, conn: &Connection<Msg>, reason: &str) {
     let peer = conn.peer_id();
     let mut table = shared.members();
-    let min_backoff = table.min_backoff;
+    // Refused for an id clash, this node would be refused again at once:
+    // it retries at the slowest pace instead of handshaking all the time.
+    let backoff = if reason.contains(ID_CLASH) {
+        table.max_backoff
+    } else {
+        table.min_backoff
+    };
     let Some(m) = table.by_id.get_mut(&peer) else {
         return;
     };
@@ -369,8 +375,8 @@ fn on_disconnected(shared: &Arc<Shared>, conn: &Connection<Msg>, reason: &str) {
         m.conn = None;
         m.state = PeerState::Down;
         m.since = Instant::now();
-        m.redial.backoff = min_backoff;
-        m.redial.next_dial = Instant::now() + min_backoff;
+        m.redial.backoff = backoff;
+        m.redial.next_dial = Instant::now() + backoff;
         tracing::info!(peer = %peer.short(), reason, "peer down");
         shared.wake_dialer.notify_one();
     }
