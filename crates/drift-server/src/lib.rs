@@ -58,7 +58,7 @@ pub use config::NodeConfig;
 pub use error::{DeleteError, GetError, MAX_NAME_LEN, StartError, StoreError, check_name};
 pub use files::FileReader;
 pub use node::Node;
-pub use status::{FileInfo, NodeStatus, PeerState, PeerStatus, Unreached};
+pub use status::{FileInfo, NodeStatus, PeerState, PeerStatus, TransferUse, Unreached};
 
 /// Re-exported so users need not depend on drift-p2p for node ids.
 pub use drift_p2p::PeerId;

@@ -20,7 +20,7 @@ use crate::error::StartError;
 use crate::files::FileReader;
 use crate::members::Members;
 use crate::proto::Msg;
-use crate::status::{FileInfo, NodeStatus};
+use crate::status::{FileInfo, NodeStatus, TransferUse};
 use crate::{DeleteError, GetError, StoreError, members, sync};
 
 const META_NODE_KEY: &str = "node_key";
@@ -69,6 +69,8 @@ pub(crate) struct Shared {
     pub transfer_budget: Arc<Semaphore>,
     /// The share of `transfer_budget` gets' reads ahead may hold at most.
     pub read_budget: Arc<Semaphore>,
+    /// Reservations of transfer memory asked for since the node started.
+    pub transfers_begun: AtomicU64,
 }
 
 impl Shared {
@@ -110,6 +112,7 @@ impl Shared {
     /// Holds `bytes` of the node's transfer memory until the permit drops;
     /// `None` if they are not free within the request timeout.
     pub async fn reserve_transfer(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        self.transfers_begun.fetch_add(1, Ordering::Relaxed);
         let kib = self.transfer_kib(bytes)?;
         tokio::time::timeout(
             self.config.request_timeout,
@@ -136,6 +139,7 @@ impl Shared {
     /// until they are given up) always leave half to uploads and replica
     /// writes. `None` if they are not free within the request timeout.
     pub async fn reserve_read(&self, bytes: usize) -> Option<ReadPermit> {
+        self.transfers_begun.fetch_add(1, Ordering::Relaxed);
         let kib = self.read_kib(bytes)?;
         tokio::time::timeout(self.config.request_timeout, async {
             let read = self
@@ -161,6 +165,7 @@ impl Shared {
 
     /// [`Shared::reserve_read`] without waiting.
     pub fn try_reserve_read(&self, bytes: usize) -> Option<ReadPermit> {
+        self.transfers_begun.fetch_add(1, Ordering::Relaxed);
         let kib = self.read_kib(bytes)?;
         let read = self.read_budget.clone().try_acquire_many_owned(kib).ok()?;
         let total = self
@@ -361,6 +366,7 @@ impl Node {
             cancel: CancellationToken::new(),
             transfer_budget: Arc::new(Semaphore::new(budget_kib(&config))),
             read_budget: Arc::new(Semaphore::new(read_budget_kib(&config))),
+            transfers_begun: AtomicU64::new(0),
             config,
         });
         let mut tasks = JoinSet::new();
@@ -397,6 +403,19 @@ impl Node {
     /// The address the node listens on (the bound port when 0 was asked for).
     pub fn listen_addr(&self) -> std::net::SocketAddr {
         self.shared.config.listen
+    }
+
+    /// What the node's transfers (uploads, replica writes, reads ahead) hold
+    /// of its transfer memory now, and how many have begun since it started.
+    /// Cheap: a program embedding the node can poll it to give freed memory
+    /// back to the system once transfers are quiet, as the `drift` binary does.
+    pub fn transfer_use(&self) -> TransferUse {
+        let total = budget_kib(&self.shared.config);
+        let free = self.shared.transfer_budget.available_permits();
+        TransferUse {
+            held: total.saturating_sub(free) << 10,
+            begun: self.shared.transfers_begun.load(Ordering::Relaxed),
+        }
     }
 
     /// Stores `reader`'s bytes under `name`, replacing any earlier file of

@@ -13,6 +13,15 @@ pub struct FileInfo {
     pub version: drift_store::Version,
 }
 
+/// A node's transfer memory at one moment ([`crate::Node::transfer_use`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferUse {
+    /// Bytes its transfers hold now (at most its `transfer_memory`).
+    pub held: usize,
+    /// Transfers begun since it started: a change means some ran in between.
+    pub begun: u64,
+}
+
 /// How a node sees one peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PeerState {

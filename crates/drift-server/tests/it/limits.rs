@@ -136,6 +136,40 @@ async fn reads_ahead_count_against_the_transfer_budget() {
     c.shutdown().await;
 }
 
+/// `transfer_use` shows the memory transfers hold while they run, none once
+/// they end, and counts them (what the `drift` binary watches to give memory
+/// back once a node is quiet).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_use_follows_the_transfers() {
+    let c = Cluster::start(1, |_| {}).await;
+    let node = c.node(0);
+    let quiet = node.transfer_use();
+    assert_eq!(quiet.held, 0);
+    let data = bytes(24, 6 << 20);
+    node.store("f", &data[..]).await.unwrap();
+    let stored = node.transfer_use();
+    assert!(stored.begun > quiet.begun, "{quiet:?} then {stored:?}");
+    wait_for("the store's memory to be given back", LIMIT, || async {
+        node.transfer_use().held == 0
+    })
+    .await;
+    // A reader that stops after one chunk holds the chunks it read ahead.
+    let mut reader = node.get("f").await.unwrap();
+    let first = reader.next_chunk().await.unwrap().unwrap();
+    assert_eq!(first[..], data[..first.len()]);
+    wait_for("reads ahead to hold memory", LIMIT, || async {
+        node.transfer_use().held >= 1 << 20
+    })
+    .await;
+    assert!(node.transfer_use().begun > stored.begun);
+    drop(reader);
+    wait_for("the reader's memory to be given back", LIMIT, || async {
+        node.transfer_use().held == 0
+    })
+    .await;
+    c.shutdown().await;
+}
+
 /// A slow reader that keeps reading, pausing longer than a request timeout
 /// before each chunk, is not given up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
