@@ -86,6 +86,46 @@ fn tune_malloc() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn tune_malloc() {}
 
+/// How often a node looks whether its transfers went quiet.
+const QUIET_CHECK: Duration = Duration::from_secs(2);
+
+/// Gives the memory transfers freed back to the system once they are quiet.
+///
+/// The malloc tuning above keeps freed chunk buffers mapped, for the next
+/// transfer to reuse, and a burst leaves them all there: 50 concurrent gets
+/// of a 64 MB file took a node from 23 to 234 MB of RSS, still 234 MB 20 s
+/// after they ended; `malloc_trim` then took it to 26 MB. So it runs once
+/// after each busy spell: when a check finds no transfer memory held and
+/// transfers began since the last trim. While transfers run, nothing is
+/// trimmed, so their buffers stay reused.
+async fn give_back_memory_when_quiet(node: Node) {
+    let mut tick = tokio::time::interval(QUIET_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut trimmed_after = node.transfer_use().begun;
+    loop {
+        tick.tick().await;
+        let now = node.transfer_use();
+        if now.held == 0 && now.begun != trimmed_after {
+            trimmed_after = now.begun;
+            // It walks every arena: not on a runtime worker.
+            let _ = tokio::task::spawn_blocking(trim_malloc).await;
+        }
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn trim_malloc() {
+    // SAFETY: malloc_trim takes each arena's lock while it walks the arena;
+    // it is sound to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim_malloc() {}
+
 /// Runs one command on a fresh multi-thread runtime.
 pub fn run(cli: Cli) -> Result<()> {
     if let Command::Keygen = cli.command {
@@ -202,6 +242,7 @@ async fn run_node(args: NodeArgs, secret: ClusterSecret) -> Result<()> {
     tokio::select! {
         signal = wait_for_signal() => signal?,
         _ = parent_gone(parent) => tracing::info!("the parent process exited"),
+        () = give_back_memory_when_quiet(node.clone()) => {}
     }
     tracing::info!("shutting down");
     node.shutdown().await;

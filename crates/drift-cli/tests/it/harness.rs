@@ -229,6 +229,11 @@ impl Cluster {
         self.addrs[i]
     }
 
+    /// The process id of running node `i`.
+    pub fn pid(&self, i: usize) -> u32 {
+        self.children[i].0.as_ref().expect("node is running").id()
+    }
+
     /// Runs `drift ARGS --node <node i>`.
     pub fn run(&self, i: usize, args: &[&str]) -> Run {
         let node = self.addrs[i].to_string();

@@ -508,3 +508,61 @@ fn a_put_from_a_silent_stdin_ends_when_the_node_refuses_it() {
     assert!(err.contains("invalid file name"), "{err}");
     drop(stdin);
 }
+
+/// A `/proc/PID/status` figure in KiB (`VmRSS`, `VmHWM`).
+#[cfg(target_os = "linux")]
+fn proc_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A burst of reads grows a node's memory; once they end, the node gives it
+/// back instead of keeping it for good.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn a_node_gives_memory_back_after_a_burst_of_reads() {
+    let c = Cluster::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f");
+    let data: Vec<u8> = (0..16u32 << 20).map(|i| (i * 131 % 251) as u8).collect();
+    std::fs::write(&file, &data).unwrap();
+    c.run(0, &["put", file.to_str().unwrap(), "--name", "f"])
+        .assert_ok();
+    let readers: Vec<_> = (0..16)
+        .map(|_| {
+            let node = c.addr(0).to_string();
+            let secret = c.secret.clone();
+            std::thread::spawn(move || {
+                drift(
+                    &["get", "f", "-o", "/dev/null", "--node", &node],
+                    Some(&secret),
+                )
+                .assert_ok();
+            })
+        })
+        .collect();
+    for r in readers {
+        r.join().unwrap();
+    }
+    let pid = c.pid(0);
+    let peak = proc_kib(pid, "VmHWM");
+    // 16 readers, each with chunks read ahead: the burst took memory (else
+    // this test would show nothing).
+    assert!(peak > 96 << 10, "peak RSS only {peak} KiB");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let rss = proc_kib(pid, "VmRSS");
+        if rss < peak / 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "RSS still {rss} KiB 20 s after the reads (peak {peak} KiB)"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
