@@ -117,14 +117,9 @@ impl NameIndex {
             Ok(index)
         }));
         opened.unwrap_or_else(|panic| {
-            let detail = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("the database library failed on it");
             Err(StoreError::IndexDamaged {
                 path,
-                detail: detail.to_string(),
+                detail: panic_detail(&*panic),
             })
         })
     }
@@ -218,11 +213,19 @@ impl NameIndex {
     }
 
     /// Closes the database and opens it again; leaves it closed if that fails.
+    /// An assertion redb meets while opening it (damage done to the file
+    /// since it was first opened) is an error, as at the first open.
     fn reopen(&self) -> Result<(), redb::DatabaseError> {
         let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
         // Closed first: redb allows one open handle per file.
         *db = None;
-        *db = Some((self.open_db)()?);
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.open_db)()))
+            .unwrap_or_else(|panic| {
+                Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(
+                    panic_detail(&*panic),
+                )))
+            });
+        *db = Some(opened?);
         Ok(())
     }
 
@@ -483,6 +486,16 @@ impl NameIndex {
             txn.commit().map_err(IndexError::db)
         })
     }
+}
+
+/// What a panic caught from the database library said.
+fn panic_detail(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("the database library failed on it")
+        .to_string()
 }
 
 #[cfg(test)]

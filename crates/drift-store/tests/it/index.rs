@@ -399,3 +399,60 @@ fn after_a_full_disk_the_index_works_again_once_space_is_freed() {
         "{names:?}"
     );
 }
+
+/// redb asserts on some damage it meets while opening a file. When that
+/// happens as the index reopens after an I/O error, the call gets an error
+/// that says so (not a panic), and a later call tries the reopen again.
+#[test]
+fn damage_met_while_reopening_is_an_error_and_a_later_call_tries_again() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let full = Arc::new(AtomicBool::new(false));
+    let damaged = Arc::new(AtomicBool::new(false));
+    let path = dir.path().join("index.redb");
+    let open_db = {
+        let (full, damaged) = (full.clone(), damaged.clone());
+        move || {
+            assert!(
+                !damaged.load(Ordering::SeqCst),
+                "a stand-in for redb's assertions on a damaged file"
+            );
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)?;
+            let disk = FillableDisk {
+                file: redb::backends::FileBackend::new(file)?,
+                full: full.clone(),
+            };
+            redb::Builder::new().create_with_backend(disk)
+        }
+    };
+    let index = NameIndex::open_with(dir.path(), &keys(1), open_db).unwrap();
+    index.apply(&[entry("before", 1, 1, false)]).unwrap();
+
+    // A write fails, and so does the reopen after it.
+    full.store(true, Ordering::SeqCst);
+    damaged.store(true, Ordering::SeqCst);
+    index
+        .apply(&[entry("while-full", 2, 1, false)])
+        .unwrap_err();
+    let err = index.apply(&[entry("still", 3, 1, false)]).unwrap_err();
+    assert!(err.to_string().contains("stand-in for redb"), "{err}");
+    assert!(index.entries().is_err());
+
+    // Once the file opens again, so does the index.
+    full.store(false, Ordering::SeqCst);
+    damaged.store(false, Ordering::SeqCst);
+    index.apply(&[entry("after", 4, 1, false)]).unwrap();
+    let names: Vec<String> = index
+        .entries()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+}
