@@ -17,6 +17,15 @@ fn entry(name: &str, time: u64, node: u64, deleted: bool) -> NameEntry {
     }
 }
 
+fn entry_names(index: &NameIndex) -> Vec<String> {
+    index
+        .entries()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect()
+}
+
 fn arb_entry() -> impl Strategy<Value = NameEntry> {
     (
         any::<String>(),
@@ -350,29 +359,34 @@ impl redb::StorageBackend for FillableDisk {
     }
 }
 
+/// Opens `path` as a [`FillableDisk`] filled while `full` is set: what
+/// [`NameIndex::open_with`] calls to open, and to reopen, its database.
+fn fillable_open(
+    path: std::path::PathBuf,
+    full: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> impl Fn() -> Result<redb::Database, redb::DatabaseError> + Send + Sync + 'static {
+    move || {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        let disk = FillableDisk {
+            file: redb::backends::FileBackend::new(file)?,
+            full: full.clone(),
+        };
+        redb::Builder::new().create_with_backend(disk)
+    }
+}
+
 #[test]
 fn after_a_full_disk_the_index_works_again_once_space_is_freed() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     let dir = tempfile::tempdir().unwrap();
     let full = Arc::new(AtomicBool::new(false));
-    let path = dir.path().join("index.redb");
-    let open_db = {
-        let full = full.clone();
-        move || {
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)?;
-            let disk = FillableDisk {
-                file: redb::backends::FileBackend::new(file)?,
-                full: full.clone(),
-            };
-            redb::Builder::new().create_with_backend(disk)
-        }
-    };
+    let open_db = fillable_open(dir.path().join("index.redb"), full.clone());
     let index = NameIndex::open_with(dir.path(), &keys(1), open_db).unwrap();
     index.apply(&[entry("before", 1, 1, false)]).unwrap();
 
@@ -386,12 +400,7 @@ fn after_a_full_disk_the_index_works_again_once_space_is_freed() {
     // Space freed: the next write works, without reopening the index by hand.
     full.store(false, Ordering::SeqCst);
     index.apply(&[entry("after", 5, 1, false)]).unwrap();
-    let names: Vec<String> = index
-        .entries()
-        .unwrap()
-        .into_iter()
-        .map(|e| e.name)
-        .collect();
+    let names = entry_names(&index);
     assert!(names.contains(&"before".to_string()), "{names:?}");
     assert!(names.contains(&"after".to_string()), "{names:?}");
     assert!(
@@ -410,25 +419,17 @@ fn damage_met_while_reopening_is_an_error_and_a_later_call_tries_again() {
     let dir = tempfile::tempdir().unwrap();
     let full = Arc::new(AtomicBool::new(false));
     let damaged = Arc::new(AtomicBool::new(false));
-    let path = dir.path().join("index.redb");
     let open_db = {
-        let (full, damaged) = (full.clone(), damaged.clone());
+        let (open, damaged) = (
+            fillable_open(dir.path().join("index.redb"), full.clone()),
+            damaged.clone(),
+        );
         move || {
             assert!(
                 !damaged.load(Ordering::SeqCst),
                 "a stand-in for redb's assertions on a damaged file"
             );
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)?;
-            let disk = FillableDisk {
-                file: redb::backends::FileBackend::new(file)?,
-                full: full.clone(),
-            };
-            redb::Builder::new().create_with_backend(disk)
+            open()
         }
     };
     let index = NameIndex::open_with(dir.path(), &keys(1), open_db).unwrap();
@@ -448,11 +449,6 @@ fn damage_met_while_reopening_is_an_error_and_a_later_call_tries_again() {
     full.store(false, Ordering::SeqCst);
     damaged.store(false, Ordering::SeqCst);
     index.apply(&[entry("after", 4, 1, false)]).unwrap();
-    let names: Vec<String> = index
-        .entries()
-        .unwrap()
-        .into_iter()
-        .map(|e| e.name)
-        .collect();
+    let names = entry_names(&index);
     assert_eq!(names.len(), 2, "{names:?}");
 }
