@@ -406,7 +406,8 @@ impl Node {
     }
 
     /// What the node's transfers (uploads, replica writes, reads ahead) hold
-    /// of its transfer memory now, and how many have begun since it started.
+    /// of its transfer memory now, and how many reservations of it they have
+    /// made since it started.
     /// Cheap: a program embedding the node can poll it to give freed memory
     /// back to the system once transfers are quiet, as the `drift` binary does.
     pub fn transfer_use(&self) -> TransferUse {

@@ -18,7 +18,8 @@ pub struct FileInfo {
 pub struct TransferUse {
     /// Bytes its transfers hold now (at most its `transfer_memory`).
     pub held: usize,
-    /// Transfers begun since it started: a change means some ran in between.
+    /// Reservations of transfer memory made since it started (a transfer
+    /// makes one per chunk): a change means transfers ran in between.
     pub begun: u64,
 }
 
