@@ -292,7 +292,7 @@ fn on_connected(
         }
         return;
     }
-    let addr = conn.listen_addr().unwrap_or_else(|| conn.remote_addr());
+    let addr = reachable_addr(conn.listen_addr(), conn.remote_addr());
     let is_new;
     let came_up;
     {
@@ -379,6 +379,19 @@ fn on_disconnected(shared: &Arc<Shared>, conn: &Connection<Msg>, reason: &str) {
         m.redial.next_dial = Instant::now() + backoff;
         tracing::info!(peer = %peer.short(), reason, "peer down");
         shared.wake_dialer.notify_one();
+    }
+}
+
+/// Where to reach a node: the address it listens on, as it told us, with
+/// the address its connection came from filling in what it could not know.
+/// A node listening on every interface (`--listen 0.0.0.0:3000`) announces
+/// `0.0.0.0:3000`, which means "this host" to whoever dials it: kept as is,
+/// peers on other machines would redial themselves after a disconnect.
+fn reachable_addr(listen: Option<SocketAddr>, remote: SocketAddr) -> SocketAddr {
+    match listen {
+        Some(a) if a.ip().is_unspecified() => SocketAddr::new(remote.ip(), a.port()),
+        Some(a) => a,
+        None => remote,
     }
 }
 
@@ -476,4 +489,33 @@ pub(crate) async fn run_dialer(shared: Arc<Shared>) {
     }
     dials.abort_all();
     while dials.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_listening_on_every_interface_is_reached_where_it_connected_from() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        // Announced 0.0.0.0 or ::, the port is its own, the host is where its
+        // connection came from (inbound: its source; outbound: where we dialed).
+        assert_eq!(
+            reachable_addr(Some(addr("0.0.0.0:3000")), addr("10.0.0.7:41234")),
+            addr("10.0.0.7:3000")
+        );
+        assert_eq!(
+            reachable_addr(Some(addr("[::]:3000")), addr("[fd00::7]:41234")),
+            addr("[fd00::7]:3000")
+        );
+        // A specific address is kept, even where the connection came from elsewhere.
+        assert_eq!(
+            reachable_addr(Some(addr("192.168.1.5:3000")), addr("10.0.0.7:41234")),
+            addr("192.168.1.5:3000")
+        );
+        assert_eq!(
+            reachable_addr(None, addr("10.0.0.7:3000")),
+            addr("10.0.0.7:3000")
+        );
+    }
 }
