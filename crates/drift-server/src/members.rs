@@ -6,12 +6,14 @@
 //! with the smaller id, so each pair ends with one connection. A peer whose
 //! connection drops is *down* and redialed with exponential backoff; after
 //! `lost_after` it is *lost*, leaves placement, and its replicas are re-created
-//! elsewhere. It rejoins placement as soon as it connects again.
+//! elsewhere. It rejoins placement as soon as it connects again. The member
+//! list is saved with when each member went down, so a restart goes on
+//! counting toward `lost_after`: a node gone for good stays lost.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use drift_p2p::{Connection, Event, Events, PeerId, Role};
 use drift_store::NameIndex;
@@ -21,7 +23,17 @@ use crate::node::Shared;
 use crate::proto::{Msg, PeerAddr};
 use crate::status::{PeerState, PeerStatus, Unreached};
 
-const META_MEMBERS: &str = "members";
+/// The member list of earlier releases: (id, address) pairs.
+const META_MEMBERS_V1: &str = "members";
+/// The member list: (id, address, when it went down), see [`Saved`].
+const META_MEMBERS: &str = "members.v2";
+
+/// A member as saved: its id, its address, and when it went down (Unix
+/// seconds; `None` while it was up). A restart goes on counting toward
+/// `lost_after` from then, so a node gone for good stays lost instead of
+/// coming back as down, and a replica target, for `lost_after` after every
+/// restart.
+type Saved = ([u8; 32], SocketAddr, Option<u64>);
 
 /// Why a node with another's id is refused.
 const ID_CLASH: &str = "two nodes at different addresses have the same node id: \
@@ -33,6 +45,8 @@ pub(crate) struct Member {
     pub conn: Option<Connection<Msg>>,
     pub state: PeerState,
     pub since: Instant,
+    /// When it went down, by the wall clock (kept across restarts); `None` while up.
+    went_down: Option<SystemTime>,
     redial: Redial,
     /// The address of another node with this member's id, last warned of.
     clash_warned: Option<SocketAddr>,
@@ -119,11 +133,36 @@ impl Members {
                 conn: None,
                 state: PeerState::Down,
                 since: now,
+                went_down: Some(SystemTime::now()),
                 redial: Redial::new(self.min_backoff, now),
                 clash_warned: None,
             },
         );
         true
+    }
+
+    /// Records a member remembered from an earlier run, down since
+    /// `went_down` (Unix seconds; `None`: it was up when last saved, so
+    /// down from now): lost at once if that is `lost_after` ago or more.
+    pub fn restore(&mut self, id: PeerId, addr: SocketAddr, went_down: Option<u64>) {
+        if !self.learn(id, addr) {
+            return;
+        }
+        let Some(m) = self.by_id.get_mut(&id) else {
+            return;
+        };
+        let Some(secs) = went_down else {
+            return;
+        };
+        let at = UNIX_EPOCH + Duration::from_secs(secs);
+        let down_for = SystemTime::now().duration_since(at).unwrap_or_default();
+        m.went_down = Some(at);
+        if down_for >= self.lost_after {
+            m.state = PeerState::Lost;
+            tracing::info!(peer = %id.short(), %addr, "peer still lost: down for {} s", down_for.as_secs());
+        } else if let Some(since) = Instant::now().checked_sub(down_for) {
+            m.since = since;
+        }
     }
 
     pub fn add_bootstrap(&mut self, addr: SocketAddr) {
@@ -211,8 +250,12 @@ impl Members {
         out
     }
 
-    fn remembered(&self) -> Vec<([u8; 32], SocketAddr)> {
-        self.by_id.iter().map(|(id, m)| (id.0, m.addr)).collect()
+    fn remembered(&self) -> Vec<Saved> {
+        let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.by_id
+            .iter()
+            .map(|(id, m)| (id.0, m.addr, m.went_down.map(secs)))
+            .collect()
     }
 
     /// Marks members down longer than `lost_after` as lost; true if any changed.
@@ -220,6 +263,11 @@ impl Members {
         let mut changed = false;
         for m in self.by_id.values_mut() {
             if m.state == PeerState::Down && now.duration_since(m.since) >= self.lost_after {
+                tracing::info!(
+                    %m.addr,
+                    "peer lost: down for {} s; its copies are re-created elsewhere",
+                    now.duration_since(m.since).as_secs()
+                );
                 m.state = PeerState::Lost;
                 m.since = now;
                 changed = true;
@@ -229,24 +277,44 @@ impl Members {
     }
 }
 
-/// The members remembered from an earlier run.
-pub(crate) fn load(index: &NameIndex) -> Result<Vec<(PeerId, SocketAddr)>, String> {
-    let Some(bytes) = index.get_meta(META_MEMBERS).map_err(|e| e.to_string())? else {
+/// The members remembered from an earlier run, with when each went down
+/// (Unix seconds; `None` if it was up, or saved by an earlier release).
+pub(crate) fn load(index: &NameIndex) -> Result<Vec<(PeerId, SocketAddr, Option<u64>)>, String> {
+    let malformed = |e: postcard::Error| format!("remembered member list is malformed: {e}");
+    if let Some(bytes) = index.get_meta(META_MEMBERS).map_err(|e| e.to_string())? {
+        let list: Vec<Saved> = postcard::from_bytes(&bytes).map_err(malformed)?;
+        return Ok(list
+            .into_iter()
+            .map(|(id, a, down)| (PeerId(id), a, down))
+            .collect());
+    }
+    let Some(bytes) = index.get_meta(META_MEMBERS_V1).map_err(|e| e.to_string())? else {
         return Ok(Vec::new());
     };
-    let list: Vec<([u8; 32], SocketAddr)> = postcard::from_bytes(&bytes)
-        .map_err(|e| format!("remembered member list is malformed: {e}"))?;
-    Ok(list.into_iter().map(|(id, a)| (PeerId(id), a)).collect())
+    let list: Vec<([u8; 32], SocketAddr)> = postcard::from_bytes(&bytes).map_err(malformed)?;
+    Ok(list
+        .into_iter()
+        .map(|(id, a)| (PeerId(id), a, None))
+        .collect())
 }
 
+/// Saves the member list as it is when the save runs. Saves run one at a
+/// time, so an older list never lands after a newer one.
 async fn remember(shared: &Arc<Shared>) {
-    let list = shared.members().remembered();
-    let index = shared.index.clone();
-    let Ok(bytes) = postcard::to_allocvec(&list) else {
-        return;
-    };
-    let res = crate::node::blocking(move || index.set_meta(META_MEMBERS, &bytes)).await;
-    if let Err(e) | Ok(Err(e)) = res.map(|r| r.map_err(|e| e.to_string())) {
+    let s = shared.clone();
+    let res = crate::node::blocking(move || {
+        let _one_at_a_time = s
+            .members_saving
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let list = s.members().remembered();
+        let bytes = postcard::to_allocvec(&list).map_err(|e| e.to_string())?;
+        s.index
+            .set_meta(META_MEMBERS, &bytes)
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    if let Err(e) | Ok(Err(e)) = res {
         tracing::warn!("cannot save the member list: {e}");
     }
 }
@@ -262,7 +330,12 @@ pub(crate) async fn run_events(shared: Arc<Shared>, mut events: Events<Msg>) {
         while handlers.try_join_next().is_some() {}
         match event {
             Event::Connected(conn) => on_connected(&shared, conn, &mut handlers),
-            Event::Disconnected { conn, reason } => on_disconnected(&shared, &conn, &reason),
+            Event::Disconnected { conn, reason } => {
+                if on_disconnected(&shared, &conn, &reason) {
+                    let shared = shared.clone();
+                    handlers.spawn(async move { remember(&shared).await });
+                }
+            }
             Event::Stream { conn, stream } => {
                 let shared = shared.clone();
                 handlers.spawn(async move { crate::serve::handle(shared, conn, stream).await });
@@ -337,6 +410,7 @@ fn on_connected(
         if came_up {
             m.state = PeerState::Up;
             m.since = Instant::now();
+            m.went_down = None;
         }
         m.redial.backoff = min_backoff;
     }
@@ -352,13 +426,14 @@ fn on_connected(
     handlers.spawn(async move {
         exchange_peers(&shared, &conn).await;
         crate::sync::sync_with(&shared, &conn).await;
-        if is_new {
+        if is_new || came_up {
             remember(&shared).await;
         }
     });
 }
 
-fn on_disconnected(shared: &Arc<Shared>, conn: &Connection<Msg>, reason: &str) {
+/// Marks the peer down if `conn` was its connection; true if it was.
+fn on_disconnected(shared: &Arc<Shared>, conn: &Connection<Msg>, reason: &str) -> bool {
     let peer = conn.peer_id();
     let mut table = shared.members();
     // Refused for an id clash, this node would be refused again at once:
@@ -369,17 +444,20 @@ fn on_disconnected(shared: &Arc<Shared>, conn: &Connection<Msg>, reason: &str) {
         table.min_backoff
     };
     let Some(m) = table.by_id.get_mut(&peer) else {
-        return;
+        return false;
     };
-    if m.conn.as_ref().is_some_and(|c| c.id() == conn.id()) {
-        m.conn = None;
-        m.state = PeerState::Down;
-        m.since = Instant::now();
-        m.redial.backoff = backoff;
-        m.redial.next_dial = Instant::now() + backoff;
-        tracing::info!(peer = %peer.short(), reason, "peer down");
-        shared.wake_dialer.notify_one();
+    if m.conn.as_ref().is_none_or(|c| c.id() != conn.id()) {
+        return false;
     }
+    m.conn = None;
+    m.state = PeerState::Down;
+    m.since = Instant::now();
+    m.went_down = Some(SystemTime::now());
+    m.redial.backoff = backoff;
+    m.redial.next_dial = Instant::now() + backoff;
+    tracing::info!(peer = %peer.short(), reason, "peer down");
+    shared.wake_dialer.notify_one();
+    true
 }
 
 /// Where to reach a node: the address it listens on, as it told us, with
@@ -494,6 +572,30 @@ pub(crate) async fn run_dialer(shared: Arc<Shared>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn member_lists_of_earlier_releases_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = drift_crypto::ClusterSecret::from_bytes([3; 32]).keys();
+        let index = NameIndex::open(dir.path(), &keys).unwrap();
+        let addr: SocketAddr = "127.0.0.1:3000".parse().unwrap();
+        assert_eq!(load(&index).unwrap(), []);
+        let v1 = postcard::to_allocvec(&vec![([7u8; 32], addr)]).unwrap();
+        index.set_meta(META_MEMBERS_V1, &v1).unwrap();
+        assert_eq!(load(&index).unwrap(), [(PeerId([7; 32]), addr, None)]);
+        // The current list wins once it is saved.
+        let v2: Vec<Saved> = vec![([7; 32], addr, Some(1_700_000_000)), ([8; 32], addr, None)];
+        index
+            .set_meta(META_MEMBERS, &postcard::to_allocvec(&v2).unwrap())
+            .unwrap();
+        assert_eq!(
+            load(&index).unwrap(),
+            [
+                (PeerId([7; 32]), addr, Some(1_700_000_000)),
+                (PeerId([8; 32]), addr, None)
+            ]
+        );
+    }
 
     #[test]
     fn a_node_listening_on_every_interface_is_reached_where_it_connected_from() {

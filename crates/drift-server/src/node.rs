@@ -71,6 +71,8 @@ pub(crate) struct Shared {
     pub read_budget: Arc<Semaphore>,
     /// Reservations of transfer memory asked for since the node started.
     pub transfers_begun: AtomicU64,
+    /// Held while the member list is saved (see `members::remember`).
+    pub members_saving: Mutex<()>,
 }
 
 impl Shared {
@@ -334,8 +336,8 @@ impl Node {
         }
         let node_bits = u64::from_be_bytes(me.0[..8].try_into().unwrap_or([0; 8]));
         let mut table = Members::new(me, &config);
-        for (id, addr) in known {
-            table.learn(id, addr);
+        for (id, addr, went_down) in known {
+            table.restore(id, addr, went_down);
         }
         for addr in &config.bootstrap {
             table.add_bootstrap(*addr);
@@ -367,6 +369,7 @@ impl Node {
             transfer_budget: Arc::new(Semaphore::new(budget_kib(&config))),
             read_budget: Arc::new(Semaphore::new(read_budget_kib(&config))),
             transfers_begun: AtomicU64::new(0),
+            members_saving: Mutex::new(()),
             config,
         });
         let mut tasks = JoinSet::new();

@@ -512,6 +512,71 @@ async fn a_lost_node_has_its_replicas_recreated() {
     c.shutdown().await;
 }
 
+/// How `node` sees peer `id`, if it knows it.
+async fn peer_state(node: &drift_server::Node, id: drift_server::PeerId) -> Option<PeerState> {
+    let id = id.to_string();
+    let status = node.status().await;
+    status.peers.iter().find(|p| p.id == id).map(|p| p.state)
+}
+
+/// A node gone for good stays lost when the others restart: it does not come
+/// back as down, and a replica target, for `lost_after` after every restart.
+/// A peer down for less than that is still down, its time counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_node_stays_lost_when_the_others_restart() {
+    let tweak = |cfg: &mut drift_server::NodeConfig| cfg.lost_after = Duration::from_secs(4);
+    let mut c = Cluster::start(3, tweak).await;
+    let gone = c.node(2).id();
+    c.stop(2).await;
+    let node = c.node(0).clone();
+    wait_for("the stopped node to be lost", LIMIT, || async {
+        peer_state(&node, gone).await == Some(PeerState::Lost)
+    })
+    .await;
+    drop(node); // a live clone keeps the data directory locked
+    c.stop(0).await;
+    c.restart(0, tweak).await;
+    assert_eq!(
+        peer_state(c.node(0), gone).await,
+        Some(PeerState::Lost),
+        "right after the restart"
+    );
+    let placed = c.node(0).status().await.replicas;
+    assert_eq!(placed, 2, "R in force counts only the nodes not lost");
+
+    // A peer down for less than `lost_after` is down after a restart, with
+    // the time it was down before counted.
+    let other = c.node(1).id();
+    c.stop(1).await;
+    let node = c.node(0).clone();
+    wait_for("node 1 to be down for 2 s", LIMIT, || async {
+        let status = node.status().await;
+        status
+            .peers
+            .iter()
+            .any(|p| p.id == other.to_string() && p.state == PeerState::Down && p.since_secs >= 2)
+    })
+    .await;
+    drop(node);
+    c.stop(0).await;
+    c.restart(0, tweak).await;
+    let status = c.node(0).status().await;
+    let seen = status
+        .peers
+        .iter()
+        .find(|p| p.id == other.to_string())
+        .unwrap();
+    assert_eq!(seen.state, PeerState::Down, "{seen:?}");
+    assert!(seen.since_secs >= 2, "{seen:?}");
+    c.restart(1, tweak).await;
+    let node = c.node(0).clone();
+    wait_for("node 1 to be up again", LIMIT, || async {
+        peer_state(&node, other).await == Some(PeerState::Up)
+    })
+    .await;
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn deleted_files_chunks_are_collected_after_the_grace_period() {
     let c = Cluster::start(2, |cfg| cfg.gc_grace = Duration::from_millis(300)).await;
