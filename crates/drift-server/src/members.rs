@@ -25,15 +25,22 @@ use crate::status::{PeerState, PeerStatus, Unreached};
 
 /// The member list of earlier releases: (id, address) pairs.
 const META_MEMBERS_V1: &str = "members";
-/// The member list: (id, address, when it went down), see [`Saved`].
+/// The member list: a postcard list of [`Saved`].
 const META_MEMBERS: &str = "members.v2";
 
-/// A member as saved: its id, its address, and when it went down (Unix
-/// seconds; `None` while it was up). A restart goes on counting toward
-/// `lost_after` from then, so a node gone for good stays lost instead of
-/// coming back as down, and a replica target, for `lost_after` after every
-/// restart.
-type Saved = ([u8; 32], SocketAddr, Option<u64>);
+/// A member as saved. A restart goes on counting toward `lost_after` from
+/// when it went down, so a node gone for good stays lost instead of coming
+/// back as down, and a replica target, for `lost_after` after every restart.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Saved {
+    pub id: [u8; 32],
+    pub addr: SocketAddr,
+    /// When it went down, in Unix seconds; `None` if it was up.
+    pub went_down: Option<u64>,
+    /// Whether it was lost: down for `lost_after`, or replaced by another
+    /// node at its address.
+    pub lost: bool,
+}
 
 /// Why a node with another's id is refused.
 const ID_CLASH: &str = "two nodes at different addresses have the same node id: \
@@ -92,6 +99,7 @@ impl Redial {
 /// The membership table.
 pub(crate) struct Members {
     me: PeerId,
+    my_addr: SocketAddr,
     min_backoff: Duration,
     max_backoff: Duration,
     lost_after: Duration,
@@ -104,6 +112,7 @@ impl Members {
     pub fn new(me: PeerId, config: &NodeConfig) -> Self {
         Self {
             me,
+            my_addr: config.listen,
             min_backoff: config.min_backoff,
             max_backoff: config.max_backoff,
             lost_after: config.lost_after,
@@ -115,7 +124,9 @@ impl Members {
 
     /// Records a member we heard of; returns true if it is new.
     pub fn learn(&mut self, id: PeerId, addr: SocketAddr) -> bool {
-        if id == self.me {
+        // Another id at this node's own address is this node's former
+        // identity (its data directory was replaced): it will not return.
+        if id == self.me || addr == self.my_addr {
             return false;
         }
         if let Some(m) = self.by_id.get_mut(&id) {
@@ -141,28 +152,50 @@ impl Members {
         true
     }
 
-    /// Records a member remembered from an earlier run, down since
-    /// `went_down` (Unix seconds; `None`: it was up when last saved, so
-    /// down from now): lost at once if that is `lost_after` ago or more.
-    pub fn restore(&mut self, id: PeerId, addr: SocketAddr, went_down: Option<u64>) {
+    /// Records a member remembered from an earlier run: down since it went
+    /// down (from now, if it was up when saved), or lost if it was lost or
+    /// has been down for `lost_after` since.
+    pub fn restore(&mut self, saved: Saved) {
+        let (id, addr) = (PeerId(saved.id), saved.addr);
         if !self.learn(id, addr) {
             return;
         }
         let Some(m) = self.by_id.get_mut(&id) else {
             return;
         };
-        let Some(secs) = went_down else {
+        // Up when saved: down from now (`learn` set that), and saved so at
+        // start, so restarts that follow go on counting from here.
+        let Some(secs) = saved.went_down else {
             return;
         };
         let at = UNIX_EPOCH + Duration::from_secs(secs);
         let down_for = SystemTime::now().duration_since(at).unwrap_or_default();
         m.went_down = Some(at);
-        if down_for >= self.lost_after {
+        if saved.lost || down_for >= self.lost_after {
             m.state = PeerState::Lost;
             tracing::info!(peer = %id.short(), %addr, "peer still lost: down for {} s", down_for.as_secs());
         } else if let Some(since) = Instant::now().checked_sub(down_for) {
             m.since = since;
         }
+    }
+
+    /// Marks lost every member that is not connected and was last seen at
+    /// `addr`, where `by` now answers: a node restarted on a fresh data
+    /// directory (a replaced disk) comes back under a new id, and its old
+    /// id will not return. Its copies are re-created at once instead of
+    /// after `lost_after`. Returns the members marked.
+    fn replaced_at(&mut self, addr: SocketAddr, by: PeerId) -> Vec<PeerId> {
+        let now = Instant::now();
+        let mut marked = Vec::new();
+        for (id, m) in &mut self.by_id {
+            if *id != by && m.addr == addr && m.conn.is_none() && m.state == PeerState::Down {
+                m.state = PeerState::Lost;
+                m.since = now;
+                m.went_down.get_or_insert_with(SystemTime::now);
+                marked.push(*id);
+            }
+        }
+        marked
     }
 
     pub fn add_bootstrap(&mut self, addr: SocketAddr) {
@@ -250,11 +283,16 @@ impl Members {
         out
     }
 
-    fn remembered(&self) -> Vec<Saved> {
+    pub fn remembered(&self) -> Vec<Saved> {
         let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         self.by_id
             .iter()
-            .map(|(id, m)| (id.0, m.addr, m.went_down.map(secs)))
+            .map(|(id, m)| Saved {
+                id: id.0,
+                addr: m.addr,
+                went_down: m.went_down.map(secs),
+                lost: m.state == PeerState::Lost,
+            })
             .collect()
     }
 
@@ -277,16 +315,12 @@ impl Members {
     }
 }
 
-/// The members remembered from an earlier run, with when each went down
-/// (Unix seconds; `None` if it was up, or saved by an earlier release).
-pub(crate) fn load(index: &NameIndex) -> Result<Vec<(PeerId, SocketAddr, Option<u64>)>, String> {
+/// The members remembered from an earlier run (an earlier release's list
+/// has them all up when saved).
+pub(crate) fn load(index: &NameIndex) -> Result<Vec<Saved>, String> {
     let malformed = |e: postcard::Error| format!("remembered member list is malformed: {e}");
     if let Some(bytes) = index.get_meta(META_MEMBERS).map_err(|e| e.to_string())? {
-        let list: Vec<Saved> = postcard::from_bytes(&bytes).map_err(malformed)?;
-        return Ok(list
-            .into_iter()
-            .map(|(id, a, down)| (PeerId(id), a, down))
-            .collect());
+        return postcard::from_bytes(&bytes).map_err(malformed);
     }
     let Some(bytes) = index.get_meta(META_MEMBERS_V1).map_err(|e| e.to_string())? else {
         return Ok(Vec::new());
@@ -294,8 +328,22 @@ pub(crate) fn load(index: &NameIndex) -> Result<Vec<(PeerId, SocketAddr, Option<
     let list: Vec<([u8; 32], SocketAddr)> = postcard::from_bytes(&bytes).map_err(malformed)?;
     Ok(list
         .into_iter()
-        .map(|(id, a)| (PeerId(id), a, None))
+        .map(|(id, addr)| Saved {
+            id,
+            addr,
+            went_down: None,
+            lost: false,
+        })
         .collect())
+}
+
+/// Saves the member list: at start, as restored (see [`Members::restore`]),
+/// and after changes (see [`remember`]).
+pub(crate) fn save(index: &NameIndex, list: &[Saved]) -> Result<(), String> {
+    let bytes = postcard::to_allocvec(list).map_err(|e| e.to_string())?;
+    index
+        .set_meta(META_MEMBERS, &bytes)
+        .map_err(|e| e.to_string())
 }
 
 /// Saves the member list as it is when the save runs. Saves run one at a
@@ -308,10 +356,7 @@ async fn remember(shared: &Arc<Shared>) {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let list = s.members().remembered();
-        let bytes = postcard::to_allocvec(&list).map_err(|e| e.to_string())?;
-        s.index
-            .set_meta(META_MEMBERS, &bytes)
-            .map_err(|e| e.to_string())
+        save(&s.index, &list)
     })
     .await;
     if let Err(e) | Ok(Err(e)) = res {
@@ -368,6 +413,7 @@ fn on_connected(
     let addr = reachable_addr(conn.listen_addr(), conn.remote_addr());
     let is_new;
     let came_up;
+    let replaced;
     {
         let mut table = shared.members();
         is_new = table.learn(peer, addr);
@@ -413,6 +459,10 @@ fn on_connected(
             m.went_down = None;
         }
         m.redial.backoff = min_backoff;
+        replaced = table.replaced_at(addr, peer);
+    }
+    for old in &replaced {
+        tracing::info!(peer = %old.short(), %addr, by = %peer.short(), "peer replaced: another node now answers at its address; its copies are re-created elsewhere");
     }
     // Both sides dialing at once brings up two connections, and the one
     // kept may come second: the peer came up once.
@@ -426,7 +476,7 @@ fn on_connected(
     handlers.spawn(async move {
         exchange_peers(&shared, &conn).await;
         crate::sync::sync_with(&shared, &conn).await;
-        if is_new || came_up {
+        if is_new || came_up || !replaced.is_empty() {
             remember(&shared).await;
         }
     });
@@ -574,6 +624,62 @@ mod tests {
     use super::*;
 
     #[test]
+    fn another_id_at_this_nodes_own_address_is_never_a_member() {
+        let me_at: SocketAddr = "127.0.0.1:3000".parse().unwrap();
+        let secret = drift_crypto::ClusterSecret::from_bytes([3; 32]);
+        let config = NodeConfig::new(me_at, "/nonexistent", secret);
+        let mut table = Members::new(PeerId([1; 32]), &config);
+        // This node's former identity, from a peer that still knows it.
+        assert!(!table.learn(PeerId([2; 32]), me_at));
+        assert!(table.learn(PeerId([3; 32]), "127.0.0.1:7000".parse().unwrap()));
+        assert_eq!(table.by_id.len(), 1);
+    }
+
+    #[test]
+    fn restored_members_are_down_from_when_they_went_down_or_lost() {
+        let config = NodeConfig::new(
+            "127.0.0.1:3000".parse().unwrap(),
+            "/nonexistent",
+            drift_crypto::ClusterSecret::from_bytes([3; 32]),
+        );
+        let mut table = Members::new(PeerId([1; 32]), &config);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let saved = |id: u8, went_down: Option<u64>, lost: bool| Saved {
+            id: [id; 32],
+            addr: format!("127.0.0.1:{}", 7000 + u16::from(id))
+                .parse()
+                .unwrap(),
+            went_down,
+            lost,
+        };
+        let lost_after = config.lost_after.as_secs();
+        table.restore(saved(2, None, false));
+        table.restore(saved(3, Some(now - 20), false));
+        table.restore(saved(4, Some(now - lost_after), false));
+        table.restore(saved(5, Some(now), true));
+        let state = |id: u8| table.by_id[&PeerId([id; 32])].state;
+        assert_eq!(
+            [state(2), state(3), state(4), state(5)],
+            [
+                PeerState::Down,
+                PeerState::Down,
+                PeerState::Lost,
+                PeerState::Lost
+            ]
+        );
+        assert!(table.by_id[&PeerId([3; 32])].since.elapsed() >= Duration::from_secs(20));
+        // Saved again, the one that was up is down from this start on.
+        let again: HashMap<[u8; 32], Saved> =
+            table.remembered().into_iter().map(|s| (s.id, s)).collect();
+        assert!(again[&[2; 32]].went_down.is_some_and(|t| t + 5 >= now));
+        assert_eq!(again[&[3; 32]].went_down, Some(now - 20));
+        assert!(again[&[4; 32]].lost && again[&[5; 32]].lost && !again[&[3; 32]].lost);
+    }
+
+    #[test]
     fn member_lists_of_earlier_releases_still_load() {
         let dir = tempfile::tempdir().unwrap();
         let keys = drift_crypto::ClusterSecret::from_bytes([3; 32]).keys();
@@ -582,19 +688,24 @@ mod tests {
         assert_eq!(load(&index).unwrap(), []);
         let v1 = postcard::to_allocvec(&vec![([7u8; 32], addr)]).unwrap();
         index.set_meta(META_MEMBERS_V1, &v1).unwrap();
-        assert_eq!(load(&index).unwrap(), [(PeerId([7; 32]), addr, None)]);
+        let up = |id: u8| Saved {
+            id: [id; 32],
+            addr,
+            went_down: None,
+            lost: false,
+        };
+        assert_eq!(load(&index).unwrap(), [up(7)]);
         // The current list wins once it is saved.
-        let v2: Vec<Saved> = vec![([7; 32], addr, Some(1_700_000_000)), ([8; 32], addr, None)];
+        let lost = Saved {
+            went_down: Some(1_700_000_000),
+            lost: true,
+            ..up(7)
+        };
+        let v2 = vec![lost.clone(), up(8)];
         index
             .set_meta(META_MEMBERS, &postcard::to_allocvec(&v2).unwrap())
             .unwrap();
-        assert_eq!(
-            load(&index).unwrap(),
-            [
-                (PeerId([7; 32]), addr, Some(1_700_000_000)),
-                (PeerId([8; 32]), addr, None)
-            ]
-        );
+        assert_eq!(load(&index).unwrap(), v2);
     }
 
     #[test]

@@ -336,9 +336,10 @@ impl Node {
         }
         let node_bits = u64::from_be_bytes(me.0[..8].try_into().unwrap_or([0; 8]));
         let mut table = Members::new(me, &config);
-        for (id, addr, went_down) in known {
-            table.restore(id, addr, went_down);
+        for saved in known {
+            table.restore(saved);
         }
+        members::save(&index, &table.remembered()).map_err(state_err)?;
         for addr in &config.bootstrap {
             table.add_bootstrap(*addr);
         }

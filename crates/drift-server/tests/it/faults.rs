@@ -543,6 +543,7 @@ async fn a_lost_node_stays_lost_when_the_others_restart() {
     );
     let placed = c.node(0).status().await.replicas;
     assert_eq!(placed, 2, "R in force counts only the nodes not lost");
+    c.wait_connected().await;
 
     // A peer down for less than `lost_after` is down after a restart, with
     // the time it was down before counted.
@@ -574,6 +575,54 @@ async fn a_lost_node_stays_lost_when_the_others_restart() {
         peer_state(&node, other).await == Some(PeerState::Up)
     })
     .await;
+    c.shutdown().await;
+}
+
+/// A node restarted on a fresh data directory (a replaced disk) comes back
+/// under a new id at its old address: the others take the old id for lost
+/// at once, instead of keeping it as a down replica target for `lost_after`
+/// (an hour here), and the new node never lists its old self as a peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_on_a_fresh_data_directory_replaces_its_old_identity() {
+    let mut c = Cluster::start(3, |_| {}).await;
+    let (old, addr) = (c.node(2).id(), c.addrs[2]);
+    c.stop(2).await;
+    let (zero, one) = (c.node(0).clone(), c.node(1).clone());
+    wait_for("node 2 to be seen down", LIMIT, || async {
+        peer_state(&zero, old).await == Some(PeerState::Down)
+            && peer_state(&one, old).await == Some(PeerState::Down)
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = drift_server::Node::start(crate::cluster::config(
+        dir.path(),
+        &c.secret,
+        addr,
+        vec![c.addrs[0]],
+    ))
+    .await
+    .unwrap();
+    assert_ne!(fresh.id(), old);
+    wait_for("the old identity to be lost on both", LIMIT, || async {
+        peer_state(&zero, old).await == Some(PeerState::Lost)
+            && peer_state(&one, old).await == Some(PeerState::Lost)
+    })
+    .await;
+    wait_for("the new node to see both others up", LIMIT, || async {
+        let status = fresh.status().await;
+        status
+            .peers
+            .iter()
+            .filter(|p| p.state == PeerState::Up)
+            .count()
+            == 2
+    })
+    .await;
+    let status = fresh.status().await;
+    assert!(status.peers.iter().all(|p| p.addr != addr), "{status:?}");
+    assert_eq!(zero.status().await.replicas, 3);
+    fresh.shutdown().await;
+    drop((zero, one));
     c.shutdown().await;
 }
 
