@@ -138,12 +138,20 @@ fn status_text(s: &NodeStatus) -> Result<String> {
             &p.id[..16.min(p.id.len())]
         )?;
     }
-    let up = s
-        .peers
-        .iter()
-        .filter(|p| p.state == drift_server::PeerState::Up)
-        .count();
-    writeln!(out, "{up} of {} peer(s) up", s.peers.len())?;
+    let count = |state| s.peers.iter().filter(|p| p.state == state).count();
+    let (up, lost) = (
+        count(drift_server::PeerState::Up),
+        count(drift_server::PeerState::Lost),
+    );
+    // Lost peers have left placement: they are not counted as missing.
+    write!(out, "{up} of {} peer(s) up", s.peers.len() - lost)?;
+    if lost > 0 {
+        write!(
+            out,
+            "; {lost} lost (their copies were re-created on the others; they rejoin if they connect again)"
+        )?;
+    }
+    writeln!(out)?;
     for u in &s.unreached {
         writeln!(
             out,
@@ -206,6 +214,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("1 of 2 peer(s) up"), "{text}");
+    }
+
+    #[test]
+    fn lost_peers_are_counted_apart() {
+        use drift_server::PeerState::{Lost, Up};
+        let text = status_text(&status(&[Up, Lost, Up])).unwrap();
+        assert!(text.contains("replication healthy"), "{text}");
+        assert!(text.contains("2 of 2 peer(s) up; 1 lost"), "{text}");
     }
 
     #[test]
