@@ -507,6 +507,9 @@ fn on_disconnected(shared: &Arc<Shared>, conn: &Connection<Msg>, reason: &str) -
     m.redial.next_dial = Instant::now() + backoff;
     tracing::info!(peer = %peer.short(), reason, "peer down");
     shared.wake_dialer.notify_one();
+    // A repair pass counts the chunks left with fewer live copies now, for
+    // `status`, instead of at the next period (30 s by default).
+    shared.wake_repair.notify_one();
     true
 }
 

@@ -578,6 +578,26 @@ async fn a_lost_node_stays_lost_when_the_others_restart() {
     c.shutdown().await;
 }
 
+/// A peer going down is counted in `status` at once: its chunks are
+/// under-replicated from then, not from the next periodic repair pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_going_down_shows_in_the_under_replicated_count_at_once() {
+    let tweak =
+        |cfg: &mut drift_server::NodeConfig| cfg.repair_interval = Duration::from_secs(3600);
+    let mut c = Cluster::start(3, tweak).await;
+    c.node(0).store("f", &bytes(31, 3 << 20)[..]).await.unwrap();
+    let node = c.node(0).clone();
+    c.stop(2).await;
+    wait_for(
+        "the stopped node's chunks to count as under-replicated",
+        LIMIT,
+        || async { node.status().await.under_replicated == 3 },
+    )
+    .await;
+    drop(node);
+    c.shutdown().await;
+}
+
 /// A node restarted on a fresh data directory (a replaced disk) comes back
 /// under a new id at its old address: the others take the old id for lost
 /// at once, instead of keeping it as a down replica target for `lost_after`
