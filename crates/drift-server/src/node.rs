@@ -339,7 +339,10 @@ impl Node {
         for saved in known {
             table.restore(saved);
         }
-        members::save(&index, &table.remembered()).map_err(state_err)?;
+        // Best effort: a node on a full disk still starts, to serve reads.
+        if let Err(e) = members::save(&index, &table.remembered()) {
+            tracing::warn!("cannot save the member list: {e}");
+        }
         for addr in &config.bootstrap {
             table.add_bootstrap(*addr);
         }
