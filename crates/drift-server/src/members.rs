@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use drift_p2p::{Connection, Event, Events, PeerId, Role};
@@ -364,6 +365,25 @@ async fn remember(shared: &Arc<Shared>) {
     }
 }
 
+/// A client's request being answered, counted until it is dropped (see
+/// `Node::shutdown`).
+struct ClientRequest(Arc<Shared>);
+
+impl ClientRequest {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.client_requests.fetch_add(1, Ordering::SeqCst);
+        ClientRequest(shared.clone())
+    }
+}
+
+impl Drop for ClientRequest {
+    fn drop(&mut self) {
+        if self.0.client_requests.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.client_requests_done.notify_waiters();
+        }
+    }
+}
+
 /// Handles the transport's events until shutdown.
 pub(crate) async fn run_events(shared: Arc<Shared>, mut events: Events<Msg>) {
     let mut handlers = tokio::task::JoinSet::new();
@@ -383,7 +403,11 @@ pub(crate) async fn run_events(shared: Arc<Shared>, mut events: Events<Msg>) {
             }
             Event::Stream { conn, stream } => {
                 let shared = shared.clone();
-                handlers.spawn(async move { crate::serve::handle(shared, conn, stream).await });
+                let client = (conn.role() == Role::Client).then(|| ClientRequest::new(&shared));
+                handlers.spawn(async move {
+                    crate::serve::handle(shared, conn, stream).await;
+                    drop(client);
+                });
             }
         }
     }

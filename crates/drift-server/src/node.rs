@@ -30,6 +30,8 @@ const MAX_INDEX_BATCH: usize = 256;
 
 /// Small chunks sharing one durability barrier, at most.
 const MAX_CHUNK_BATCH: usize = 256;
+/// How long `shutdown` waits for clients' requests under way to finish.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 /// Most chunks [`Shared::suspect`] remembers between repair passes.
 const MAX_SUSPECTS: usize = 4096;
 
@@ -73,6 +75,11 @@ pub(crate) struct Shared {
     pub transfers_begun: AtomicU64,
     /// Held while the member list is saved (see `members::remember`).
     pub members_saving: Mutex<()>,
+    /// Clients' requests being answered; `shutdown` lets them finish first.
+    pub client_requests: AtomicU64,
+    pub client_requests_done: Notify,
+    /// Set once `shutdown` began: clients' new requests are refused.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -374,6 +381,9 @@ impl Node {
             read_budget: Arc::new(Semaphore::new(read_budget_kib(&config))),
             transfers_begun: AtomicU64::new(0),
             members_saving: Mutex::new(()),
+            client_requests: AtomicU64::new(0),
+            client_requests_done: Notify::new(),
+            draining: std::sync::atomic::AtomicBool::new(false),
             config,
         });
         let mut tasks = JoinSet::new();
@@ -485,6 +495,19 @@ impl Node {
     /// every [`FileReader`] it handed out are dropped: restart on the same
     /// directory only after that.
     pub async fn shutdown(&self) {
+        // Clients' requests under way get a moment to finish (a rolling
+        // restart then fails only the requests that come during it).
+        self.shared.draining.store(true, Ordering::SeqCst);
+        let drained = async {
+            loop {
+                let done = self.shared.client_requests_done.notified();
+                if self.shared.client_requests.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
+                done.await;
+            }
+        };
+        let _ = tokio::time::timeout(SHUTDOWN_DRAIN, drained).await;
         self.shared.cancel.cancel();
         self.shared.endpoint.shutdown().await;
         // The writers finish what is queued, then return.

@@ -36,6 +36,17 @@ pub(crate) async fn handle(shared: Arc<Shared>, conn: Connection<Msg>, mut s: St
             | Msg::TouchChunks { .. }
             | Msg::CheckChunk { .. }
     );
+    if conn.role() != Role::Node && shared.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        let _ = reply(
+            &mut s,
+            failed(
+                FailKind::Unavailable,
+                "node is shutting down; retry, or ask another node",
+            ),
+        )
+        .await;
+        return;
+    }
     if node_only && conn.role() != Role::Node {
         let _ = reply(
             &mut s,

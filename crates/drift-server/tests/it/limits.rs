@@ -359,3 +359,64 @@ async fn idle_readers_leave_half_the_transfer_budget_to_stores() {
     assert_eq!(read(c.node(0), "more").await.unwrap(), more);
     c.shutdown().await;
 }
+
+/// A client's put under way when the node begins to shut down is let
+/// finish; a request that comes meanwhile is refused, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutting_down_lets_a_clients_put_under_way_finish() {
+    let c = Cluster::start(1, |cfg| cfg.replicas = 1).await;
+    let node = c.node(0).clone();
+    let client = Client::connect(c.addrs[0], &c.secret, Duration::from_secs(3))
+        .await
+        .unwrap();
+    let data = bytes(25, 3 << 20);
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(2);
+    let blocks =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+    let put = tokio::spawn(async move {
+        let put = client.put_blocks("late", Box::pin(blocks), |_| {}).await;
+        client.close().await;
+        put
+    });
+    tx.send(Ok(bytes::Bytes::copy_from_slice(&data[..1 << 20])))
+        .await
+        .unwrap();
+    wait_for("the put to hold upload memory", LIMIT, || async {
+        node.transfer_use().held > 0
+    })
+    .await;
+    let stopping = tokio::spawn({
+        let node = node.clone();
+        async move { node.shutdown().await }
+    });
+    // Another client's request meanwhile is refused.
+    wait_for("new requests to be refused", LIMIT, || async {
+        let Ok(other) = Client::connect(c.addrs[0], &c.secret, Duration::from_secs(3)).await else {
+            return false;
+        };
+        let refused = other
+            .list()
+            .await
+            .is_err_and(|e| e.to_string().contains("shutting down"));
+        other.close().await;
+        refused
+    })
+    .await;
+    assert!(!stopping.is_finished(), "shutdown did not wait for the put");
+    tx.send(Ok(bytes::Bytes::copy_from_slice(&data[1 << 20..])))
+        .await
+        .unwrap();
+    drop(tx);
+    let (_, size) = tokio::time::timeout(LIMIT, put)
+        .await
+        .expect("the put ended")
+        .unwrap()
+        .expect("the put under way completed");
+    assert_eq!(size, data.len() as u64);
+    tokio::time::timeout(LIMIT, stopping)
+        .await
+        .expect("shutdown ended")
+        .unwrap();
+    drop(node);
+    c.shutdown().await;
+}
