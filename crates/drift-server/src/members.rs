@@ -169,8 +169,11 @@ impl Members {
         let Some(secs) = saved.went_down else {
             return;
         };
-        let at = UNIX_EPOCH + Duration::from_secs(secs);
-        let down_for = SystemTime::now().duration_since(at).unwrap_or_default();
+        let now = SystemTime::now();
+        let at = UNIX_EPOCH
+            .checked_add(Duration::from_secs(secs))
+            .unwrap_or(now);
+        let down_for = now.duration_since(at).unwrap_or_default();
         m.went_down = Some(at);
         if saved.lost || down_for >= self.lost_after {
             m.state = PeerState::Lost;
@@ -687,7 +690,10 @@ mod tests {
         table.restore(saved(3, Some(now - 20), false));
         table.restore(saved(4, Some(now - lost_after), false));
         table.restore(saved(5, Some(now), true));
+        // A time no clock can hold (a damaged list) is taken as now, not a panic.
+        table.restore(saved(6, Some(u64::MAX), false));
         let state = |id: u8| table.by_id[&PeerId([id; 32])].state;
+        assert_eq!(state(6), PeerState::Down);
         assert_eq!(
             [state(2), state(3), state(4), state(5)],
             [
