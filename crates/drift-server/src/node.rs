@@ -1,7 +1,7 @@
 //! The node: its shared state, start-up, shutdown and public API.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -77,9 +77,10 @@ pub(crate) struct Shared {
     pub members_saving: Mutex<()>,
     /// Clients' requests being answered; `shutdown` lets them finish first.
     pub client_requests: AtomicU64,
+    /// Notified when `client_requests` falls to zero.
     pub client_requests_done: Notify,
     /// Set once `shutdown` began: clients' new requests are refused.
-    pub draining: std::sync::atomic::AtomicBool,
+    pub draining: AtomicBool,
 }
 
 impl Shared {
@@ -383,7 +384,7 @@ impl Node {
             members_saving: Mutex::new(()),
             client_requests: AtomicU64::new(0),
             client_requests_done: Notify::new(),
-            draining: std::sync::atomic::AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             config,
         });
         let mut tasks = JoinSet::new();
@@ -487,9 +488,10 @@ impl Node {
         sync::sync_all(&self.shared).await
     }
 
-    /// Stops the node: closes connections, stops its workers and waits for
-    /// them (bounded). State on disk is already durable. Afterwards store,
-    /// get, delete and list fail with `ShuttingDown`.
+    /// Stops the node: refuses clients' new requests and gives the ones under
+    /// way up to 5 s to finish, then closes connections, stops its workers and
+    /// waits for them (bounded). State on disk is already durable. Afterwards
+    /// store, get, delete and list fail with `ShuttingDown`.
     ///
     /// The data directory stays locked until every clone of this `Node` and
     /// every [`FileReader`] it handed out are dropped: restart on the same

@@ -1,6 +1,7 @@
 //! Serving the streams peers and clients open.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use drift_crypto::MAX_CHUNK_SIZE;
@@ -36,7 +37,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, conn: Connection<Msg>, mut s: St
             | Msg::TouchChunks { .. }
             | Msg::CheckChunk { .. }
     );
-    if conn.role() != Role::Node && shared.draining.load(std::sync::atomic::Ordering::SeqCst) {
+    if conn.role() != Role::Node && shared.draining.load(Ordering::SeqCst) {
         let _ = reply(
             &mut s,
             failed(
